@@ -1,0 +1,53 @@
+# Two commands on a fresh machine:
+#   make quickstart   the CPU pipeline end to end (see README)
+#   make test         the test suite (CPU, gloo; ~N minutes on 2 cores)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch first: `torch==2.13.0` resolves to the CPU build that lies on this project's machines; a
+# bare `torch` requirement would pull a multi-GB CUDA build. Override on GPU machines, e.g.
+# `make install TORCH_SPEC=` to keep the container's torch.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+QUICKSTART_DIR ?= runs/quickstart
+
+.PHONY: install quickstart test test-slow test-all lint format bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	@if [ -n "$(TORCH_SPEC)" ]; then $(PIP) install -q "$(TORCH_SPEC)"; fi
+	$(PIP) install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) examples/quickstart.py --output-dir $(QUICKSTART_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m "slow" -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)
+	$(PY) bench/bench_cpu_shim.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

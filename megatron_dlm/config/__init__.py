@@ -1,0 +1,63 @@
+"""Configuration: one dataclass per concern, composed into :class:`DLMConfig`.
+
+Library code receives these objects explicitly; only :mod:`megatron_dlm.config.cli` knows about
+argparse and YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from megatron_dlm.config.base import ConfigError, build_section
+from megatron_dlm.config.layout import check_layout
+from megatron_dlm.config.model import ModelConfig
+from megatron_dlm.config.objective import ObjectiveConfig
+from megatron_dlm.config.parallel import ParallelConfig
+from megatron_dlm.config.precision import PrecisionConfig
+
+
+@dataclass
+class DLMConfig:
+    """Everything a run needs, section by section."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+
+    def __post_init__(self):
+        check_layout(self.model, self.parallel, self.precision, self.objective)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (for checkpoints, logs and YAML)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, dict[str, Any]]) -> DLMConfig:
+        """Inverse of :meth:`to_dict`; unknown sections are an error."""
+        unknown = set(values) - set(SECTIONS)
+        if unknown:
+            raise ConfigError(f"unknown config sections: {', '.join(sorted(unknown))}")
+        return cls(
+            **{name: build_section(SECTIONS[name], values.get(name, {})) for name in SECTIONS}
+        )
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "parallel": ParallelConfig,
+    "precision": PrecisionConfig,
+    "objective": ObjectiveConfig,
+}
+
+__all__ = [
+    "ConfigError",
+    "DLMConfig",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "ParallelConfig",
+    "PrecisionConfig",
+    "SECTIONS",
+]

@@ -1,0 +1,168 @@
+"""Model architecture: a megatron-core GPTModel, dense or mixture-of-experts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from megatron_dlm.config.base import require
+
+
+def default_transformer_impl() -> str:
+    """Transformer Engine when it is installed and a GPU is present, else the local layers."""
+    import importlib.util
+
+    import torch
+
+    has_te = importlib.util.find_spec("transformer_engine") is not None
+    return "transformer_engine" if has_te and torch.cuda.is_available() else "local"
+
+
+@dataclass
+class ModelConfig:
+    """Transformer architecture (megatron-core GPTModel); flag names follow Megatron-LM."""
+
+    num_layers: int = 2
+    """Number of transformer layers."""
+    hidden_size: int = 128
+    """Transformer hidden size."""
+    ffn_hidden_size: int | None = None
+    """MLP hidden size. Default: 4 * hidden size, or for SwiGLU 8/3 * hidden size rounded up to
+    a multiple of 64 (keeps the parameter count of a 4h GELU MLP)."""
+    num_attention_heads: int = 4
+    """Number of attention heads."""
+    num_query_groups: int | None = None
+    """Number of key/value heads for grouped-query attention (GQA). Default: one per attention
+    head (multi-head attention). Megatron-LM's --group-query-attention is implied."""
+    kv_channels: int | None = None
+    """Dimension of each attention head. Default: hidden size / number of heads."""
+    seq_length: int = 256
+    """Training sequence length in tokens."""
+    max_position_embeddings: int | None = None
+    """Maximum sequence length the position embedding supports. Default: --seq-length."""
+    position_embedding_type: Literal["rope", "learned_absolute", "none"] = "rope"
+    """Position embedding: rotary (RoPE), learned absolute, or none."""
+    rotary_base: int = 10000
+    """RoPE base (theta)."""
+    rotary_percent: float = 1.0
+    """Fraction of each head's dimensions that RoPE rotates."""
+    normalization: Literal["RMSNorm", "LayerNorm"] = "RMSNorm"
+    """Normalisation layer."""
+    norm_epsilon: float = 1e-5
+    """Epsilon of the normalisation layers."""
+    swiglu: bool = True
+    """SwiGLU MLP (gated SiLU); --no-swiglu gives a GELU MLP."""
+    qk_layernorm: bool = False
+    """Normalise queries and keys per head before attention (QK-norm)."""
+    untie_embeddings_and_output_weights: bool = False
+    """Use separate input embedding and output projection matrices."""
+    disable_bias_linear: bool = True
+    """No biases in linear layers (--no-disable-bias-linear adds them)."""
+    add_qkv_bias: bool = False
+    """Add a bias to the QKV projection only (Qwen-style), even with --disable-bias-linear."""
+    init_method_std: float = 0.02
+    """Standard deviation of the normal weight initialisation."""
+    attention_dropout: float = 0.0
+    """Dropout probability on attention probabilities (Megatron-LM's default is 0.1)."""
+    hidden_dropout: float = 0.0
+    """Dropout probability on hidden states (Megatron-LM's default is 0.1)."""
+    make_vocab_size_divisible_by: int = 128
+    """Pad the vocabulary to a multiple of this times the tensor-parallel size (Megatron-LM)."""
+    transformer_impl: Literal["auto", "local", "transformer_engine"] = "auto"
+    """Layer implementation: 'local' (pure PyTorch, runs anywhere), 'transformer_engine' (GPU,
+    needed for FP8 and context parallelism), or 'auto' (Transformer Engine when it is installed
+    and CUDA is available, else local)."""
+    use_cpu_initialization: bool = False
+    """Initialise each weight as the full matrix on the CPU and keep this rank's shard, so the
+    weights do not depend on the tensor/expert-parallel layout."""
+
+    # Mixture of experts.
+    num_experts: int | None = None
+    """Number of experts per MoE layer; unset gives a dense model."""
+    moe_router_topk: int = 2
+    """Experts each token is routed to."""
+    moe_ffn_hidden_size: int | None = None
+    """Hidden size of each expert's MLP. Default: --ffn-hidden-size."""
+    moe_shared_expert_intermediate_size: int | None = None
+    """Hidden size of an always-active shared expert (unset: none)."""
+    moe_layer_freq: int = 1
+    """Every N-th layer is an MoE layer (1: all layers); the others are dense."""
+    moe_router_load_balancing_type: Literal["aux_loss", "seq_aux_loss", "none"] = "aux_loss"
+    """Router load-balancing loss."""
+    moe_router_score_function: Literal["softmax", "sigmoid"] = "softmax"
+    """Router score function."""
+    moe_router_pre_softmax: bool = False
+    """Apply the softmax before the top-k selection (Mixtral applies it after)."""
+    moe_aux_loss_coeff: float = 0.0
+    """Weight of the load-balancing auxiliary loss (e.g. 1e-2)."""
+    moe_z_loss_coeff: float | None = None
+    """Weight of the router z-loss (e.g. 1e-3); unset disables it."""
+    moe_token_dispatcher_type: Literal["allgather", "alltoall"] = "allgather"
+    """How tokens reach their experts across expert-parallel ranks."""
+    moe_grouped_gemm: bool = False
+    """Run all local experts in one grouped GEMM (needs Transformer Engine)."""
+
+    # Activation recomputation.
+    recompute_granularity: Literal["full", "selective"] | None = None
+    """Recompute activations in the backward pass: whole layers ('full') or the attention core
+    ('selective')."""
+    recompute_method: Literal["uniform", "block"] | None = None
+    """With full recompute: 'uniform' recomputes groups of --recompute-num-layers layers,
+    'block' the first --recompute-num-layers layers of each pipeline stage."""
+    recompute_num_layers: int | None = None
+    """Layers per recompute group (uniform) or per stage (block)."""
+
+    def __post_init__(self):
+        if self.transformer_impl == "auto":
+            self.transformer_impl = default_transformer_impl()
+        for name in ("num_layers", "hidden_size", "num_attention_heads", "seq_length"):
+            require(getattr(self, name) > 0, f"--{name.replace('_', '-')} must be positive")
+        if self.max_position_embeddings is None:
+            self.max_position_embeddings = self.seq_length
+        if self.ffn_hidden_size is None:
+            if self.swiglu:
+                self.ffn_hidden_size = -(-int(8 * self.hidden_size / 3) // 64) * 64
+            else:
+                self.ffn_hidden_size = 4 * self.hidden_size
+        if self.num_query_groups is None:
+            self.num_query_groups = self.num_attention_heads
+        require(
+            self.num_attention_heads % self.num_query_groups == 0,
+            f"--num-attention-heads ({self.num_attention_heads}) must be divisible by "
+            f"--num-query-groups ({self.num_query_groups})",
+        )
+        if self.kv_channels is None:
+            require(
+                self.hidden_size % self.num_attention_heads == 0,
+                f"--hidden-size ({self.hidden_size}) must be divisible by --num-attention-heads "
+                f"({self.num_attention_heads}), or set --kv-channels",
+            )
+            self.kv_channels = self.hidden_size // self.num_attention_heads
+        if self.position_embedding_type == "learned_absolute":
+            require(
+                self.max_position_embeddings >= self.seq_length,
+                f"--max-position-embeddings ({self.max_position_embeddings}) must be at least "
+                f"--seq-length ({self.seq_length})",
+            )
+        for name in ("attention_dropout", "hidden_dropout"):
+            value = getattr(self, name)
+            require(0.0 <= value < 1.0, f"--{name.replace('_', '-')} must be in [0, 1)")
+        if self.num_experts is not None:
+            require(self.num_experts >= 1, "--num-experts must be at least 1")
+            require(
+                1 <= self.moe_router_topk <= self.num_experts,
+                f"--moe-router-topk ({self.moe_router_topk}) must be between 1 and --num-experts "
+                f"({self.num_experts})",
+            )
+            require(self.moe_layer_freq >= 1, "--moe-layer-freq must be at least 1")
+            if self.moe_ffn_hidden_size is None:
+                self.moe_ffn_hidden_size = self.ffn_hidden_size
+        if self.recompute_granularity == "full":
+            require(
+                self.recompute_method is not None and self.recompute_num_layers is not None,
+                "--recompute-granularity full needs --recompute-method and --recompute-num-layers",
+            )
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts is not None

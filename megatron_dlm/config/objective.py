@@ -1,0 +1,41 @@
+"""Training objective: masked diffusion (DLM) or autoregressive (AR), and regularisers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from megatron_dlm.config.base import require
+
+
+@dataclass
+class ObjectiveConfig:
+    """What the model learns; everything else stays identical between DLM and AR runs."""
+
+    objective: Literal["dlm", "ar"] = "dlm"
+    """'dlm': masked diffusion with bidirectional attention; 'ar': next-token prediction with
+    causal attention (the matched baseline)."""
+    dlm_eps: float = 1e-3
+    """Smallest masking ratio t; t is drawn from [eps, 1]."""
+    dlm_stratified_t: bool = False
+    """Stratify t over the global batch (t_i = eps + (1-eps)((u + i/B) mod 1)) to cut variance."""
+    dlm_loss_weight: Literal["inv_t", "realised"] = "inv_t"
+    """Per-token weight of the masked cross-entropy: 1/t (the ELBO) or 1/(realised masked
+    fraction of the sequence), as MegaDLMs."""
+    dlm_at_least_one_mask: bool = False
+    """Mask at least one token of every sequence."""
+    dlm_random_length_prob: float = 0.01
+    """Probability that a batch is truncated to a random length (rounded so TP/SP/CP still
+    divide it), so the model also sees short sequences."""
+    input_mask_prob: float = 0.0
+    """Regulariser for both objectives: replace this fraction of input tokens by the mask token
+    (targets unchanged)."""
+
+    def __post_init__(self):
+        require(0.0 < self.dlm_eps < 1.0, "--dlm-eps must be in (0, 1)")
+        require(0.0 <= self.dlm_random_length_prob <= 1.0, "--dlm-random-length-prob in [0, 1]")
+        require(0.0 <= self.input_mask_prob < 1.0, "--input-mask-prob must be in [0, 1)")
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.objective == "dlm"
