@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from megatron_dlm.config.base import ConfigError, build_section
+from megatron_dlm.config.data import DataConfig
 from megatron_dlm.config.layout import check_layout
 from megatron_dlm.config.model import ModelConfig
 from megatron_dlm.config.objective import ObjectiveConfig
@@ -26,6 +27,7 @@ class DLMConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self):
         check_layout(self.model, self.parallel, self.precision, self.objective)
@@ -50,10 +52,12 @@ SECTIONS: dict[str, type] = {
     "parallel": ParallelConfig,
     "precision": PrecisionConfig,
     "objective": ObjectiveConfig,
+    "data": DataConfig,
 }
 
 __all__ = [
     "ConfigError",
+    "DataConfig",
     "DLMConfig",
     "ModelConfig",
     "ObjectiveConfig",

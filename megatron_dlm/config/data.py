@@ -1,0 +1,61 @@
+"""Data: tokenizer, indexed datasets, splits and the unique-token budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from megatron_dlm.config.base import require
+
+
+@dataclass
+class DataConfig:
+    """Tokenizer and training/validation data (Megatron-LM flag names where Megatron has one)."""
+
+    tokenizer_type: Literal["SentencePieceTokenizer", "HuggingFaceTokenizer"] = (
+        "SentencePieceTokenizer"
+    )
+    """Tokenizer library: a sentencepiece ``.model`` or a Hugging Face ``tokenizer.json``."""
+    tokenizer_model: str | None = None
+    """Path of the tokenizer model file (sentencepiece ``.model`` or ``tokenizer.json``)."""
+    data_path: list[str] | None = None
+    """Dataset prefixes (``{prefix}.bin/.idx``), optionally weighted: ``0.7 a 0.3 b``; split into
+    train/valid/test by --split."""
+    split: str = "969,30,1"
+    """Relative sizes of the train, valid and test splits of --data-path, by document."""
+    train_data_path: list[str] | None = None
+    """Separate (optionally weighted) training dataset prefixes, instead of --data-path."""
+    valid_data_path: list[str] | None = None
+    """Separate validation dataset prefixes."""
+    test_data_path: list[str] | None = None
+    """Separate test dataset prefixes."""
+    data_cache_path: str | None = None
+    """Where to cache the sample indices (default: next to the data)."""
+    unique_tokens: int | None = None
+    """Cap the training data to its first documents holding this many tokens; the compute budget
+    (--train-iters or --train-tokens) then replays that set for as many epochs as it needs."""
+    num_workers: int = 2
+    """Data-loader worker processes per rank."""
+    mmap_bin_files: bool = True
+    """Memory-map the ``.bin`` files (--no-mmap-bin-files reads them into memory)."""
+    eod_mask_loss: bool = False
+    """Exclude end-of-document tokens from the loss."""
+
+    def __post_init__(self):
+        require(self.num_workers >= 0, "--num-workers must be >= 0")
+        require(
+            self.unique_tokens is None or self.unique_tokens > 0, "--unique-tokens must be > 0"
+        )
+        require(
+            not (self.data_path and (self.train_data_path or self.valid_data_path)),
+            "--data-path and --train-data-path/--valid-data-path are mutually exclusive",
+        )
+        parts = self.split.replace("/", ",").split(",")
+        try:
+            weights = [float(p) for p in parts]
+        except ValueError:
+            weights = []
+        require(
+            1 <= len(weights) <= 3 and all(w >= 0 for w in weights) and sum(weights) > 0,
+            f"--split must be up to three non-negative weights like 969,30,1, got {self.split!r}",
+        )
