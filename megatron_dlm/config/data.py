@@ -43,9 +43,7 @@ class DataConfig:
 
     def __post_init__(self):
         require(self.num_workers >= 0, "--num-workers must be >= 0")
-        require(
-            self.unique_tokens is None or self.unique_tokens > 0, "--unique-tokens must be > 0"
-        )
+        require(self.unique_tokens is None or self.unique_tokens > 0, "--unique-tokens must be > 0")
         require(
             not (self.data_path and (self.train_data_path or self.valid_data_path)),
             "--data-path and --train-data-path/--valid-data-path are mutually exclusive",
