@@ -17,6 +17,12 @@ from megatron_dlm.config.model import ModelConfig
 from megatron_dlm.config.objective import ObjectiveConfig
 from megatron_dlm.config.parallel import ParallelConfig
 from megatron_dlm.config.precision import PrecisionConfig
+from megatron_dlm.config.training import (
+    CheckpointConfig,
+    LoggingConfig,
+    OptimizerConfig,
+    TrainingConfig,
+)
 
 
 @dataclass
@@ -28,6 +34,10 @@ class DLMConfig:
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self):
         check_layout(self.model, self.parallel, self.precision, self.objective)
@@ -53,10 +63,18 @@ SECTIONS: dict[str, type] = {
     "precision": PrecisionConfig,
     "objective": ObjectiveConfig,
     "data": DataConfig,
+    "training": TrainingConfig,
+    "optimizer": OptimizerConfig,
+    "checkpoint": CheckpointConfig,
+    "logging": LoggingConfig,
 }
 
 __all__ = [
+    "CheckpointConfig",
     "ConfigError",
+    "LoggingConfig",
+    "OptimizerConfig",
+    "TrainingConfig",
     "DataConfig",
     "DLMConfig",
     "ModelConfig",

@@ -267,7 +267,11 @@ def _patch_module_globals(module: types.ModuleType) -> None:
         namespace["torch"] = _CPU_TORCH
     # `from torch.cuda import _lazy_call, device as device_ctx_manager` (tensor_parallel/random.py)
     for name, value in list(namespace.items()):
-        if isinstance(value, (types.FunctionType, type)) and getattr(value, "__module__", "") in (
+        if isinstance(value, types.FunctionType) and value in _REPLACED_FUNCTIONS:
+            # A wrapped megatron-core function imported by name elsewhere (e.g. optimizer.py's
+            # `from .clip_grads import clip_grad_by_total_norm_fp32`).
+            namespace[name] = _REPLACED_FUNCTIONS[value]
+        elif isinstance(value, (types.FunctionType, type)) and getattr(value, "__module__", "") in (
             "torch.cuda",
             "torch.cuda.random",
         ):
@@ -285,8 +289,8 @@ class _PatchingLoader(importlib.abc.Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        _patch_module_globals(module)
         _apply_module_fixes(module)
+        _patch_module_globals(module)
 
 
 class _MegatronCoreFinder(importlib.abc.MetaPathFinder):
@@ -350,6 +354,9 @@ def _to_cpu_numpy(tensor, as_numpy: bool = False, record_stream: bool = False):
     return tensor
 
 
+_REPLACED_FUNCTIONS: dict = {}
+"""Original megatron-core function -> its shimmed wrapper (also swapped where imported by name)."""
+
 _MOE_TE_NAMES = (
     "te_general_gemm",
     "fused_moe_aux_loss",
@@ -375,9 +382,11 @@ def _apply_module_fixes(module: types.ModuleType) -> None:
     elif name == "megatron.core.transformer.moe.token_dispatcher":
         namespace["maybe_move_tensor_to_cpu"] = _to_cpu_numpy
     elif name == "megatron.core.optimizer.clip_grads":
-        namespace["clip_grad_by_total_norm_fp32"] = _typed_as_cuda(
-            namespace["clip_grad_by_total_norm_fp32"]
-        )
+        original = namespace["clip_grad_by_total_norm_fp32"]
+        if original not in _REPLACED_FUNCTIONS.values():
+            _REPLACED_FUNCTIONS[original] = namespace["clip_grad_by_total_norm_fp32"] = (
+                _typed_as_cuda(original)
+            )
     elif name == "megatron.core.optimizer.optimizer":
         _wrap_attr(namespace["Float16OptimizerWithFloat16Params"], "__init__", _typed_as_cuda)
     elif name == "megatron.core.optimizer.distrib_optimizer":
@@ -440,7 +449,10 @@ def apply(force: bool = False) -> bool:
     logging.getLogger("megatron.core.tensor_parallel.random").addFilter(_DropCpuRngWarning)
     for name, module in list(sys.modules.items()):
         if name.startswith("megatron.core") and module is not None:
-            _patch_module_globals(module)
             _apply_module_fixes(module)
+    # Second pass: modules loaded before the one defining a replaced function see it too.
+    for name, module in list(sys.modules.items()):
+        if name.startswith("megatron.core") and module is not None:
+            _patch_module_globals(module)
     _APPLIED = True
     return True

@@ -18,7 +18,11 @@ _EXPECTED_WARNINGS = (
 
 
 class RankFilter(logging.Filter):
-    """Pass INFO and below only on rank 0; warnings and errors from every rank."""
+    """Pass INFO and below only on rank 0; warnings and errors from every rank.
+
+    A record logged with ``extra={"all_ranks": True}`` passes on any rank: the training
+    progress line comes from the last pipeline stage, which need not be rank 0.
+    """
 
     def __init__(self, rank: int):
         super().__init__()
@@ -26,7 +30,11 @@ class RankFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.rank = self.rank
-        return self.rank == 0 or record.levelno >= logging.WARNING
+        return (
+            self.rank == 0
+            or record.levelno >= logging.WARNING
+            or getattr(record, "all_ranks", False)
+        )
 
 
 def quiet_expected_warnings() -> None:
@@ -53,3 +61,5 @@ def setup_logging(level: int | str = logging.INFO, rank: int | None = None) -> N
         )
     )
     root.setLevel(level)
+    # megatron-core logs its internals at INFO (FSDP detection, per-bucket details).
+    logging.getLogger("megatron.core").setLevel(max(logging.WARNING, root.level))

@@ -1,42 +1,337 @@
-"""Checkpoints through megatron-core dist_checkpointing (torch_dist format).
+"""Checkpoints through megatron-core dist_checkpointing (torch_dist format), Megatron's layout.
+
+    <save>/iter_0000500/                      one dist_checkpointing directory per save
+    <save>/latest_checkpointed_iteration.txt  the tracker, written last
 
 Every tensor is saved under its global (layout-independent) key, so a checkpoint written at one
-TP/PP/EP layout loads at any other: dist_checkpointing reshards on load.
+TP/PP/EP layout loads at any other: dist_checkpointing reshards on load. A save goes to
+``iter_XXXXXXX.tmp`` first and is renamed when every rank has written its shards; the tracker is
+replaced atomically after that, so a process killed mid-save leaves the previous checkpoint as
+the one that loads.
 """
 
 from __future__ import annotations
 
+import logging
+import random
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from megatron.core import dist_checkpointing
+from megatron.core import dist_checkpointing, tensor_parallel
+from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.utils import unwrap_model
 
+logger = logging.getLogger(__name__)
 
-def model_sharded_state_dict(model_chunks: list[torch.nn.Module]) -> dict:
+TRACKER_FILE = "latest_checkpointed_iteration.txt"
+CHECKPOINT_VERSION = 1
+
+# Model fields that must match for a checkpoint to load (parallel layout may differ).
+ARCHITECTURE_FIELDS = (
+    "num_layers",
+    "hidden_size",
+    "ffn_hidden_size",
+    "num_attention_heads",
+    "num_query_groups",
+    "kv_channels",
+    "position_embedding_type",
+    "normalization",
+    "swiglu",
+    "qk_layernorm",
+    "untie_embeddings_and_output_weights",
+    "disable_bias_linear",
+    "add_qkv_bias",
+    "num_experts",
+    "moe_ffn_hidden_size",
+    "moe_shared_expert_intermediate_size",
+    "moe_layer_freq",
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or does not fit the model being trained."""
+
+
+@dataclass
+class TrainState:
+    """Progress that a resumed run must continue from (saved with every checkpoint)."""
+
+    iteration: int = 0
+    consumed_samples: int = 0
+    """Global training samples consumed: the data position."""
+    skipped_iters: int = 0
+    """Total steps skipped for NaN/Inf so far."""
+    floating_point_operations: float = 0.0
+
+
+def checkpoint_name(root: str | Path, iteration: int) -> Path:
+    return Path(root) / f"iter_{iteration:07d}"
+
+
+def read_tracker(root: str | Path) -> int | None:
+    """The latest complete iteration in ``root``, or None if it has no checkpoint."""
+    tracker = Path(root) / TRACKER_FILE
+    if not tracker.is_file():
+        return None
+    text = tracker.read_text().strip()
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise CheckpointError(f"{tracker}: expected an iteration number, found {text!r}") from exc
+
+
+def _is_rank0() -> bool:
+    return torch.distributed.get_rank() == 0
+
+
+def _barrier() -> None:
+    torch.distributed.barrier()
+
+
+def model_sharded_state_dict(model_chunks: list[torch.nn.Module], metadata=None) -> dict:
     """Megatron-LM's layout: ``model`` for one chunk, ``model0``, ``model1``... for several."""
     chunks = unwrap_model(model_chunks)
+    kwargs = {"metadata": metadata} if metadata is not None else {}
     if len(chunks) == 1:
-        return {"model": chunks[0].sharded_state_dict()}
-    return {f"model{i}": chunk.sharded_state_dict() for i, chunk in enumerate(chunks)}
+        return {"model": chunks[0].sharded_state_dict(**kwargs)}
+    return {f"model{i}": chunk.sharded_state_dict(**kwargs) for i, chunk in enumerate(chunks)}
 
 
-def save_model_weights(model_chunks: list[torch.nn.Module], directory: str | Path) -> None:
-    """Save only the weights (collective: every rank calls it)."""
-    directory = Path(directory)
-    if torch.distributed.get_rank() == 0:
-        directory.mkdir(parents=True, exist_ok=True)
-    torch.distributed.barrier()
-    dist_checkpointing.save(model_sharded_state_dict(model_chunks), str(directory))
-
-
-def load_model_weights(model_chunks: list[torch.nn.Module], directory: str | Path) -> None:
-    """Load weights saved at any layout into this rank's chunks (collective)."""
-    sharded = model_sharded_state_dict(model_chunks)
-    state = dist_checkpointing.load(sharded, str(directory))
+def _load_model_state(model_chunks, state: dict) -> None:
     chunks = unwrap_model(model_chunks)
     if len(chunks) == 1:
         chunks[0].load_state_dict(state["model"])
     else:
         for i, chunk in enumerate(chunks):
             chunk.load_state_dict(state[f"model{i}"])
+
+
+def _sharded_metadata(optimizer) -> dict:
+    metadata: dict[str, Any] = {"singleton_local_shards": False, "chained_optim_avoid_prefix": True}
+    if optimizer is not None and _uses_distributed_optimizer(optimizer):
+        # Canonical (per-parameter) optimizer state: reloads at any TP/PP/EP/DP layout.
+        metadata["distrib_optim_sharding_type"] = "fully_reshardable"
+    return metadata
+
+
+def _uses_distributed_optimizer(optimizer) -> bool:
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    optimizers = getattr(optimizer, "chained_optimizers", [optimizer])
+    return any(isinstance(opt, DistributedOptimizer) for opt in optimizers)
+
+
+def _rng_state() -> ShardedObject:
+    """This rank's RNG states; one shard per rank, restored only at the same world size."""
+    state = {
+        "random": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        "tracker": tensor_parallel.get_cuda_rng_tracker().get_states(),
+    }
+    world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return ShardedObject("rng_state", state, (world,), (rank,), replica_id=0)
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["random"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _state_dict(model, optimizer, scheduler, metadata, *, with_optimizer: bool, is_loading: bool):
+    state = model_sharded_state_dict(model, metadata)
+    if with_optimizer and optimizer is not None:
+        state["optimizer"] = optimizer.sharded_state_dict(
+            state, is_loading=is_loading, metadata=metadata
+        )
+        state["opt_param_scheduler"] = scheduler.state_dict() if scheduler is not None else None
+    state["rng_state"] = _rng_state()
+    return state
+
+
+def save_checkpoint(
+    root: str | Path,
+    train_state: TrainState,
+    model: list[torch.nn.Module],
+    optimizer=None,
+    scheduler=None,
+    *,
+    config: dict | None = None,
+    tokenizer: dict | None = None,
+    keep_last_k: int | None = None,
+) -> Path:
+    """Save everything a bit-exact resume needs (collective: every rank calls it)."""
+    root = Path(root)
+    final = checkpoint_name(root, train_state.iteration)
+    tmp = final.with_name(final.name + ".tmp")
+    if _is_rank0():
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)  # left by a save that was killed
+        tmp.mkdir()
+    _barrier()
+    metadata = _sharded_metadata(optimizer)
+    state = _state_dict(
+        model, optimizer, scheduler, metadata, with_optimizer=True, is_loading=False
+    )
+    state.update(
+        checkpoint_version=CHECKPOINT_VERSION,
+        iteration=train_state.iteration,
+        train_state=asdict(train_state),
+        config=config,
+        tokenizer=tokenizer,
+        world_size=torch.distributed.get_world_size(),
+    )
+    dist_checkpointing.save(state, str(tmp), content_metadata=metadata)
+    _barrier()
+    if _is_rank0():
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        tracker_tmp = root / (TRACKER_FILE + ".tmp")
+        tracker_tmp.write_text(f"{train_state.iteration}\n")
+        tracker_tmp.replace(root / TRACKER_FILE)
+        if keep_last_k:
+            _remove_old_checkpoints(root, keep_last_k)
+    _barrier()
+    logger.info("saved checkpoint %s", final)
+    return final
+
+
+def _remove_old_checkpoints(root: Path, keep: int) -> None:
+    saved = sorted(
+        (p for p in root.glob("iter_*") if p.is_dir() and not p.name.endswith(".tmp")),
+        key=lambda p: p.name,
+    )
+    for old in saved[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+        logger.info("removed old checkpoint %s (--keep-last-k %d)", old, keep)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from a root with a tracker, or an ``iter_*`` directory itself."""
+    path = Path(path)
+    if (path / "metadata.json").is_file():
+        return path
+    iteration = read_tracker(path)
+    if iteration is None:
+        raise CheckpointError(f"{path}: no {TRACKER_FILE} and not a checkpoint directory")
+    directory = checkpoint_name(path, iteration)
+    if not directory.is_dir():
+        raise CheckpointError(f"{path}/{TRACKER_FILE} names iteration {iteration}, "
+                              f"but {directory} does not exist")  # fmt: skip
+    return directory
+
+
+def read_checkpoint_info(path: str | Path) -> dict:
+    """The common (non-tensor) part of a checkpoint: config, tokenizer, train state."""
+    directory = resolve_checkpoint(path)
+    try:
+        return dist_checkpointing.load_common_state_dict(str(directory))
+    except Exception as exc:
+        raise CheckpointError(f"{directory}: cannot read checkpoint metadata ({exc})") from exc
+
+
+def check_compatible(info: dict, config: dict | None, tokenizer: dict | None) -> None:
+    """Raise CheckpointError if the checkpoint's architecture or tokenizer differs."""
+    saved_model = (info.get("config") or {}).get("model", {})
+    model = (config or {}).get("model", {})
+    diffs = [
+        f"--{name.replace('_', '-')}: checkpoint {saved_model.get(name)!r}, now {model.get(name)!r}"
+        for name in ARCHITECTURE_FIELDS
+        if name in saved_model and name in model and saved_model[name] != model[name]
+    ]
+    if diffs:
+        raise CheckpointError("the checkpoint's model does not match: " + "; ".join(diffs))
+    saved_tok = info.get("tokenizer")
+    if saved_tok and tokenizer:
+        tok_diffs = [
+            f"{key}: checkpoint {saved_tok.get(key)!r}, now {tokenizer.get(key)!r}"
+            for key in ("vocab_size", "mask_id", "eod", "pad", "sha256")
+            if saved_tok.get(key) is not None
+            and tokenizer.get(key) is not None
+            and saved_tok[key] != tokenizer[key]
+        ]
+        if tok_diffs:
+            raise CheckpointError(
+                "the checkpoint was trained with another tokenizer: " + "; ".join(tok_diffs)
+            )
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: list[torch.nn.Module],
+    optimizer=None,
+    scheduler=None,
+    *,
+    config: dict | None = None,
+    tokenizer: dict | None = None,
+    load_optim: bool = True,
+    load_rng: bool = True,
+    finetune: bool = False,
+) -> TrainState:
+    """Load a checkpoint saved at any layout into this rank's model (collective).
+
+    Returns the train state to continue from (a fresh one with ``finetune``).
+    """
+    directory = resolve_checkpoint(path)
+    info = read_checkpoint_info(directory)
+    check_compatible(info, config, tokenizer)
+    saved_world = info.get("world_size")
+    with_optimizer = load_optim and not finetune and optimizer is not None
+    metadata = dist_checkpointing.load_content_metadata(str(directory)) or {}
+    if with_optimizer and _uses_distributed_optimizer(optimizer) != (
+        "distrib_optim_sharding_type" in metadata
+    ):
+        raise CheckpointError(
+            f"{directory}: optimizer state was saved "
+            f"{'with' if 'distrib_optim_sharding_type' in metadata else 'without'} "
+            "--use-distributed-optimizer; load it the same way, or pass --no-load-optim"
+        )
+    state = _state_dict(
+        model, optimizer, scheduler, metadata, with_optimizer=with_optimizer, is_loading=True
+    )
+    same_world = saved_world in (None, torch.distributed.get_world_size())
+    restore_rng = load_rng and not finetune and same_world
+    if not restore_rng:
+        state.pop("rng_state")
+    try:
+        loaded = dist_checkpointing.load(state, str(directory))
+    except Exception as exc:
+        raise CheckpointError(f"{directory}: failed to load ({type(exc).__name__}: {exc})") from exc
+    _load_model_state(model, loaded)
+    if with_optimizer:
+        optimizer.load_state_dict(loaded["optimizer"])
+        if scheduler is not None and loaded.get("opt_param_scheduler"):
+            scheduler.load_state_dict(loaded["opt_param_scheduler"])
+    if restore_rng:
+        _set_rng_state(loaded["rng_state"])
+    elif load_rng and not finetune:
+        logger.warning("world size changed since the checkpoint: RNG states start fresh")
+    if finetune:
+        return TrainState()
+    return TrainState(**loaded["train_state"])
+
+
+def save_model_weights(model_chunks: list[torch.nn.Module], directory: str | Path) -> None:
+    """Save only the weights into ``directory`` (collective). For tests and conversions."""
+    directory = Path(directory)
+    if _is_rank0():
+        directory.mkdir(parents=True, exist_ok=True)
+    _barrier()
+    dist_checkpointing.save(model_sharded_state_dict(model_chunks), str(directory))
+
+
+def load_model_weights(model_chunks: list[torch.nn.Module], directory: str | Path) -> None:
+    """Load weights saved at any layout (by either save function) into this rank's chunks."""
+    state = dist_checkpointing.load(model_sharded_state_dict(model_chunks), str(directory))
+    _load_model_state(model_chunks, state)

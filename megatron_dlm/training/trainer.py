@@ -1,0 +1,328 @@
+"""The training loop: steps, skips, evaluation, logging, checkpoints, preemption."""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+from megatron.core import parallel_state
+
+from megatron_dlm.config import DLMConfig
+from megatron_dlm.training.batching import BatchLayout
+from megatron_dlm.training.checkpointing import TrainState, save_checkpoint
+from megatron_dlm.training.metrics import MetricsWriter, format_console_line
+from megatron_dlm.training.optimizer import guarded_step
+from megatron_dlm.training.signals import ExitSignalHandler
+from megatron_dlm.training.step import StepContext, reduce_reports, run_global_batch
+
+logger = logging.getLogger(__name__)
+# The console line comes from the last pipeline stage (where the loss is), not rank 0.
+progress = logging.getLogger("megatron_dlm.progress")
+
+DataSource = Callable[[int], Iterator[dict] | None]
+"""consumed_samples -> this rank's micro-batches in order (None on ranks that read no data)."""
+
+
+class TrainingAborted(RuntimeError):
+    """Too many consecutive steps were skipped for NaN/Inf."""
+
+
+def reports_here() -> bool:
+    """The rank that prints and writes metrics: first TP/DP rank of the last pipeline stage."""
+    return (
+        parallel_state.is_pipeline_last_stage(ignore_virtual=True)
+        and parallel_state.get_tensor_model_parallel_rank() == 0
+        and parallel_state.get_data_parallel_rank(with_context_parallel=True) == 0
+    )
+
+
+def _peak_memory_gb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _all_ranks_finite(value: float | None) -> bool:
+    """Agree across the world whether the loss was finite (only the last stage has it)."""
+    bad = torch.tensor([0.0 if value is None or math.isfinite(value) else 1.0])
+    if torch.distributed.get_backend() == "nccl":
+        bad = bad.cuda()
+    torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    return bad.item() == 0.0
+
+
+class Trainer:
+    """Runs ``cfg.training`` steps of megatron-core forward/backward + optimizer on ``model``."""
+
+    def __init__(
+        self,
+        cfg: DLMConfig,
+        *,
+        model: list[torch.nn.Module],
+        optimizer,
+        scheduler,
+        objective,
+        layout: BatchLayout,
+        train_data: DataSource,
+        valid_data: DataSource | None = None,
+        state: TrainState | None = None,
+        flops_per_sequence: float = 0.0,
+        peak_tflops: float | None = None,
+        samples_per_epoch: int | None = None,
+        tokenizer_info: dict | None = None,
+        run_dir: str | None = None,
+    ):
+        self.cfg = cfg
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.objective = objective
+        self.layout = layout
+        self.train_data = train_data
+        self.valid_data = valid_data
+        self.state = state or TrainState()
+        self.flops_per_sequence = flops_per_sequence
+        self.peak_tflops = peak_tflops
+        self.samples_per_epoch = samples_per_epoch
+        self.tokenizer_info = tokenizer_info
+        self.writer = None
+        if reports_here() and run_dir is not None:
+            log = cfg.logging
+            self.writer = MetricsWriter(
+                run_dir,
+                wandb_project=log.wandb_project,
+                wandb_exp_name=log.wandb_exp_name,
+                wandb_save_dir=log.wandb_save_dir,
+                config=cfg.to_dict(),
+            )
+        self.history: list[dict] = []
+        """Every record logged (train and valid), on the reporting rank; for tests and tools."""
+
+    # ------------------------------------------------------------------ helpers
+    def _context(self, iteration: int, training: bool) -> StepContext:
+        return StepContext(
+            objective=self.objective,
+            iteration=iteration,
+            training=training,
+            micro_batch_size=self.layout.micro_batch_size,
+            data_parallel_rank=parallel_state.get_data_parallel_rank(),
+            data_parallel_size=self.layout.data_parallel_size,
+        )
+
+    def _epoch(self) -> float | None:
+        if not self.samples_per_epoch:
+            return None
+        return self.state.consumed_samples / self.samples_per_epoch
+
+    def _emit(self, record: dict) -> None:
+        if not reports_here():
+            return
+        self.history.append(record)
+        if self.writer is not None:
+            self.writer.write(record)
+
+    def save(self) -> None:
+        if not self.cfg.checkpoint.save:
+            return
+        save_checkpoint(
+            self.cfg.checkpoint.save,
+            self.state,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            config=self.cfg.to_dict(),
+            tokenizer=self.tokenizer_info,
+            keep_last_k=self.cfg.checkpoint.keep_last_k,
+        )
+
+    # ------------------------------------------------------------------ train
+    def train_step(self, data: Iterator[dict] | None) -> tuple[dict[str, float], object]:
+        for chunk in self.model:
+            chunk.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        reports = run_global_batch(
+            self.model,
+            self._context(self.state.iteration, training=True),
+            data,
+            self.layout.num_microbatches,
+            self.layout.seq_length,
+            forward_only=False,
+        )
+        metrics = reduce_reports(reports) if reports else {}
+        finite = _all_ranks_finite(metrics.get("loss"))
+        check = self.cfg.training.check_for_nan_in_loss_and_grad
+        result = guarded_step(self.optimizer, self.cfg.optimizer.clip_grad, finite or not check)
+        if result.stepped:
+            self.scheduler.step(1)
+        return metrics, result
+
+    def train(self) -> TrainState:
+        """Train until the budget, a stop signal, or --exit-interval; returns the final state."""
+        cfg, layout, state = self.cfg, self.layout, self.state
+        log_every = cfg.logging.log_interval
+        data = self.train_data(state.consumed_samples)
+        for chunk in self.model:
+            chunk.train()
+        consecutive_skips = 0
+        window: list[tuple[dict[str, float], object]] = []
+        window_start = time.perf_counter()
+        logger.info(
+            "training from iteration %d to %d (%d micro-batches of %d per step on each of %d "
+            "data-parallel ranks)",
+            state.iteration,
+            layout.train_iters,
+            layout.num_microbatches,
+            layout.micro_batch_size,
+            layout.data_parallel_size,
+        )
+        with ExitSignalHandler(enabled=cfg.checkpoint.exit_signal_handler) as signals:
+            while state.iteration < layout.train_iters:
+                metrics, result = self.train_step(data)
+                state.iteration += 1
+                state.consumed_samples += layout.global_batch_size
+                state.floating_point_operations += (
+                    self.flops_per_sequence * layout.global_batch_size
+                )
+                if result.stepped:
+                    consecutive_skips = 0
+                else:
+                    state.skipped_iters += 1
+                    consecutive_skips += 1
+                    logger.warning(
+                        "iteration %d: skipped the update (%s)", state.iteration, result.reason
+                    )
+                window.append((metrics, result))
+                if state.iteration % log_every == 0 or state.iteration == layout.train_iters:
+                    self._log_train(window, time.perf_counter() - window_start)
+                    window, window_start = [], time.perf_counter()
+                if consecutive_skips >= cfg.training.max_skipped_iters:
+                    raise TrainingAborted(
+                        f"{consecutive_skips} consecutive steps had NaN/Inf loss or gradients "
+                        f"(--max-skipped-iters {cfg.training.max_skipped_iters}); stopping at "
+                        f"iteration {state.iteration}. The last checkpoint in "
+                        f"{cfg.checkpoint.save or '(no --save)'} predates the problem."
+                    )
+                interval = cfg.training.eval_interval
+                if interval and state.iteration % interval == 0 and self.valid_data is not None:
+                    self.evaluate()
+                every = cfg.checkpoint.save_interval
+                if every and state.iteration % every == 0:
+                    self.save()
+                if signals.should_exit():
+                    logger.warning("stopping at iteration %d on a signal", state.iteration)
+                    if not (every and state.iteration % every == 0):
+                        self.save()
+                    return state
+                exit_every = cfg.training.exit_interval
+                if exit_every and state.iteration % exit_every == 0:
+                    if not (every and state.iteration % every == 0):
+                        self.save()
+                    logger.info("--exit-interval reached at iteration %d", state.iteration)
+                    return state
+        interval = cfg.training.eval_interval
+        if self.valid_data is not None and not (interval and state.iteration % interval == 0):
+            self.evaluate()
+        every = cfg.checkpoint.save_interval
+        if not (every and state.iteration % every == 0):
+            self.save()
+        return state
+
+    def _log_train(self, window: list, elapsed: float) -> None:
+        steps = len(window)
+        if not reports_here():
+            return
+        layout, state = self.layout, self.state
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for metrics, _ in window:
+            for key, value in metrics.items():
+                if key.endswith("__count") or not math.isfinite(value):
+                    continue
+                count = metrics.get(f"{key}__count", 1.0)
+                sums[key] = sums.get(key, 0.0) + value * count
+                counts[key] = counts.get(key, 0.0) + count
+        norms = [r.grad_norm for _, r in window if r.stepped]
+        per_iter = elapsed / steps
+        tokens_per_s = layout.tokens_per_step / per_iter
+        world = torch.distributed.get_world_size()
+        tflops = self.flops_per_sequence * layout.global_batch_size / per_iter / world / 1e12
+        record = {
+            "split": "train",
+            "iteration": state.iteration,
+            "consumed_samples": state.consumed_samples,
+            "consumed_tokens": state.consumed_samples * layout.seq_length,
+            "epoch": self._epoch(),
+            "iteration_time_ms": per_iter * 1000,
+            "lr": self.scheduler.get_lr(self.optimizer.param_groups[0]),
+            "global_batch_size": layout.global_batch_size,
+            **{key: sums[key] / counts[key] for key in sums if counts[key]},
+            "grad_norm": norms[-1] if norms else float("nan"),
+            "skipped_iters": state.skipped_iters,
+            "tokens_per_s": tokens_per_s,
+            "tflops_per_device": tflops,
+            "mfu": tflops / self.peak_tflops if self.peak_tflops else None,
+            "mem_gb": _peak_memory_gb(),
+        }
+        if self.cfg.precision.fp16:
+            record["loss_scale"] = float(self.optimizer.get_loss_scale())
+        if "loss" not in record:
+            record["loss"] = float("nan")
+        self._emit(record)
+        progress.info(format_console_line(record, layout.train_iters), extra={"all_ranks": True})
+
+    # ------------------------------------------------------------------ evaluate
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss on the same validation samples (and masks) every time: comparable over a run."""
+        if self.valid_data is None or self.cfg.training.eval_iters == 0:
+            return {}
+        for chunk in self.model:
+            chunk.eval()
+        data = self.valid_data(0)
+        reports: list[dict] = []
+        start = time.perf_counter()
+        for index in range(self.cfg.training.eval_iters):
+            reports += run_global_batch(
+                self.model,
+                self._context(index, training=False),
+                data,
+                self.layout.num_microbatches,
+                self.layout.seq_length,
+                forward_only=True,
+            )
+        for chunk in self.model:
+            chunk.train()
+        if not reports_here() and not reports:
+            return {}
+        metrics = reduce_reports(reports) if reports else {}
+        if not reports_here():
+            return metrics
+        record = {
+            "split": "valid",
+            "iteration": self.state.iteration,
+            "consumed_samples": self.state.consumed_samples,
+            "consumed_tokens": self.state.consumed_samples * self.layout.seq_length,
+            "epoch": self._epoch(),
+            **{k: v for k, v in metrics.items() if not k.endswith("__count")},
+            "eval_time_s": time.perf_counter() - start,
+        }
+        self._emit(record)
+        shown = " | ".join(
+            f"{k}: {v:.6E}" if k == "loss" else f"{k}: {v:.4f}"
+            for k, v in record.items()
+            if k not in ("split", "iteration", "consumed_samples", "consumed_tokens", "epoch")
+            and isinstance(v, float)
+        )
+        progress.info(
+            f"validation at iteration {self.state.iteration} | {shown} |",
+            extra={"all_ranks": True},
+        )
+        return metrics
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
