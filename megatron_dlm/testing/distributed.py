@@ -165,7 +165,7 @@ def run_distributed(
             rank = pending.pop(conn)
             try:
                 status, payload = conn.recv()
-            except EOFError:
+            except (EOFError, OSError):
                 status, payload = "error", "the worker process died (killed or crashed)"
             (results if status == "ok" else errors)[rank] = payload
         if errors and pending:

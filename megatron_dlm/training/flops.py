@@ -44,10 +44,16 @@ def parameter_counts(cfg: DLMConfig, padded_vocab: int) -> ParameterCounts:
     h = m.hidden_size
     q = m.num_attention_heads * m.kv_channels
     kv = m.num_query_groups * m.kv_channels
-    norms = 2 * h * (2 if m.normalization == "LayerNorm" else 1)
+    per_norm = h * (2 if m.normalization == "LayerNorm" else 1)  # LayerNorm has a bias
+    norms = 2 * per_norm
     attention = h * (q + 2 * kv) + q * h + (2 * m.kv_channels if m.qk_layernorm else 0)
     mlp_factor = 3 if m.swiglu else 2
     dense_mlp = mlp_factor * h * m.ffn_hidden_size
+    if not m.disable_bias_linear:
+        attention += (q + 2 * kv) + h
+        dense_mlp += (mlp_factor - 1) * m.ffn_hidden_size + h
+    elif m.add_qkv_bias:
+        attention += q + 2 * kv
     total = active = 0
     for layer in range(m.num_layers):
         total += attention + norms
@@ -65,7 +71,7 @@ def parameter_counts(cfg: DLMConfig, padded_vocab: int) -> ParameterCounts:
     positions = (
         m.max_position_embeddings * h if m.position_embedding_type == "learned_absolute" else 0
     )
-    extra = embedding + head + positions + h  # + final norm
+    extra = embedding + head + positions + per_norm  # + the final norm
     return ParameterCounts(total=total + extra, active=active + extra, embedding=embedding)
 
 

@@ -64,10 +64,12 @@ class MetricsWriter:
         wandb_exp_name: str | None = None,
         wandb_save_dir: str | None = None,
         config: dict | None = None,
+        start_iteration: int = 0,
     ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
+        _truncate_after(self.path, start_iteration)
         self._file = self.path.open("a", buffering=1)
         self._wandb = None
         if wandb_project:
@@ -92,6 +94,23 @@ class MetricsWriter:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def _truncate_after(path: Path, iteration: int) -> None:
+    """Drop records past ``iteration``: a resumed run continues the file where its checkpoint
+    was taken, and a fresh run (iteration 0) starts a clean file."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("iteration", 0) <= iteration and iteration > 0:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
 
 
 def _jsonable(value):

@@ -98,6 +98,7 @@ class Trainer:
                 wandb_exp_name=log.wandb_exp_name,
                 wandb_save_dir=log.wandb_save_dir,
                 config=cfg.to_dict(),
+                start_iteration=self.state.iteration,
             )
         self.history: list[dict] = []
         """Every record logged (train and valid), on the reporting rank; for tests and tools."""
