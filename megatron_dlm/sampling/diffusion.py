@@ -1,0 +1,190 @@
+"""Iterative denoising for masked diffusion LMs (LLaDA-style semi-autoregressive blocks).
+
+The generation region starts fully masked. Blocks of ``block_length`` positions are decoded left
+to right; inside the current block each step predicts every masked position, then commits some
+of them (which ones: the remasking strategy; how many: the linear schedule, or every position
+above a confidence threshold). Committed tokens stay committed.
+
+Each prompt owns its random generator (seeded from ``seed``) and its own block/step state, and
+padding is kept out of attention by the logits function, so a prompt decodes to the same tokens
+alone or in any batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from megatron_dlm.config.sampling import SamplingConfig
+from megatron_dlm.sampling.common import (
+    GenerationOutput,
+    LogitsFn,
+    check_prompts,
+    left_pad,
+    sample_tokens,
+)
+
+
+def transfer_schedule(block_length: int, steps: int) -> list[int]:
+    """Tokens committed at each step of a block: an equal split, the remainder first."""
+    base, remainder = divmod(block_length, steps)
+    return [base + (1 if step < remainder else 0) for step in range(steps)]
+
+
+def confidence(
+    logits: torch.Tensor, sampled: torch.Tensor, strategy: str, generator: torch.Generator
+) -> torch.Tensor:
+    """Confidence of each position's sampled token. ``logits`` [n, V] untempered; -> [n].
+
+    Measured on the untempered, unfiltered distribution: temperature and top-k/top-p shape what
+    is sampled, not how sure the model is.
+    """
+    if strategy == "random":
+        return torch.rand(sampled.shape, dtype=torch.float64, generator=generator)
+    probs = torch.softmax(logits.double(), dim=-1)
+    if strategy == "low_confidence":
+        return probs.gather(-1, sampled[:, None])[:, 0]
+    if strategy == "margin":
+        top2 = torch.topk(probs, 2, dim=-1).values
+        return top2[:, 0] - top2[:, 1]
+    if strategy == "entropy":
+        return (probs * torch.log(probs.clamp_min(1e-300))).sum(-1)  # -entropy: higher = surer
+    raise ValueError(f"unknown remasking strategy {strategy!r}")
+
+
+@dataclass
+class _Row:
+    """One prompt's progress."""
+
+    generator: torch.Generator
+    block: int = 0
+    step: int = 0
+    steps: int = 0
+    passes: int = 0
+    done: bool = False
+    stopped_at_eos: bool = False
+
+
+def select_positions(
+    conf: torch.Tensor, masked: torch.Tensor, count: int, threshold: float | None
+) -> torch.Tensor:
+    """Which masked positions to commit. ``conf``, ``masked``: [n] -> bool [n].
+
+    Fixed schedule: the ``count`` most confident (ties to the left). Threshold: every position
+    above it, and never fewer than ``count`` (so a block still ends within its steps).
+    """
+    available = int(masked.sum())
+    conf = conf.masked_fill(~masked, float("-inf"))
+    if threshold is not None:
+        chosen = masked & (conf > threshold)
+        if int(chosen.sum()) >= max(1, min(count, available)):
+            return chosen
+    k = min(max(count, 1), available)
+    # Stable order: among equal confidences the leftmost position wins.
+    order = torch.sort(conf, descending=True, stable=True).indices[:k]
+    chosen = torch.zeros_like(masked)
+    chosen[order] = True
+    return chosen
+
+
+@torch.no_grad()
+def diffusion_generate(
+    logits_fn: LogitsFn,
+    prompts: Sequence[Sequence[int]],
+    *,
+    mask_id: int,
+    pad_id: int,
+    eos_id: int | None = None,
+    options: SamplingConfig | None = None,
+    vocab_size: int | None = None,
+    max_length: int | None = None,
+) -> GenerationOutput:
+    """Generate ``options.gen_length`` tokens after each prompt by iterative denoising.
+
+    Args:
+        logits_fn: the model, see :data:`LogitsFn`.
+        prompts: token ids per prompt (lengths may differ).
+        mask_id, pad_id, eos_id: the tokenizer's special ids.
+        vocab_size: real vocabulary size; logits of padded vocabulary rows are ignored.
+        max_length: the model's maximum sequence length (prompt + generation must fit).
+    """
+    opts = options or SamplingConfig()
+    check_prompts(prompts, opts.gen_length, max_length)
+    tokens, valid, start = left_pad(prompts, pad_id, opts.gen_length, mask_id)
+    rows = [_Row(torch.Generator().manual_seed(opts.seed)) for _ in prompts]
+    schedule = transfer_schedule(opts.block_length, opts.steps_per_block)
+    prompt_region = valid.clone()
+    prompt_region[:, start:] = False
+    while True:
+        active = [i for i, row in enumerate(rows) if not row.done]
+        if not active:
+            break
+        index = torch.tensor(active)
+        batch, batch_valid = tokens[index], valid[index]
+        if opts.cfg_scale > 0:
+            unconditional = batch.masked_fill(prompt_region[index], mask_id)
+            both = logits_fn(torch.cat([batch, unconditional]), torch.cat([batch_valid] * 2))
+            cond, uncond = both[: len(active)].float(), both[len(active) :].float()
+            logits = uncond + (opts.cfg_scale + 1) * (cond - uncond)
+        else:
+            logits = logits_fn(batch, batch_valid).float()
+        if vocab_size is not None:
+            logits = logits[..., :vocab_size]
+        logits[..., mask_id] = float("-inf")  # the mask token is never a prediction
+        for position, i in enumerate(active):
+            _denoise_step(
+                tokens[i], logits[position], rows[i], start, opts, schedule, mask_id, eos_id
+            )
+            rows[i].passes += 2 if opts.cfg_scale > 0 else 1
+    sequences = []
+    for i, row in enumerate(rows):
+        generated = tokens[i, start:].tolist()
+        if opts.truncate_after_eos and eos_id is not None and eos_id in generated:
+            generated = generated[: generated.index(eos_id)]
+        sequences.append(generated)
+    return GenerationOutput(
+        sequences=sequences,
+        forward_passes=[row.passes for row in rows],
+        steps=[row.steps for row in rows],
+        stopped_at_eos=[row.stopped_at_eos for row in rows],
+    )
+
+
+def _denoise_step(
+    row_tokens: torch.Tensor,
+    logits: torch.Tensor,
+    row: _Row,
+    start: int,
+    opts: SamplingConfig,
+    schedule: list[int],
+    mask_id: int,
+    eos_id: int | None,
+) -> None:
+    """One step on one sequence's current block (``row_tokens`` [T] is updated in place)."""
+    lo = start + row.block * opts.block_length
+    hi = lo + opts.block_length
+    block_logits = logits[lo:hi]
+    masked = row_tokens[lo:hi] == mask_id
+    sampled = sample_tokens(block_logits, opts.temperature, opts.top_k, opts.top_p, row.generator)
+    conf = confidence(block_logits, sampled, opts.remasking, row.generator)
+    last_block = row.block == opts.num_blocks - 1
+    if opts.suppress_early_eos and eos_id is not None and not last_block:
+        conf = torch.where(sampled == eos_id, torch.zeros_like(conf), conf)
+    count = schedule[min(row.step, len(schedule) - 1)]
+    chosen = select_positions(conf, masked, count, opts.threshold)
+    row_tokens[lo:hi] = torch.where(chosen, sampled, row_tokens[lo:hi])
+    row.step += 1
+    row.steps += 1
+    if bool((row_tokens[lo:hi] == mask_id).any()):
+        return
+    # The block is complete.
+    if opts.stop_at_eos and eos_id is not None and bool((row_tokens[lo:hi] == eos_id).any()):
+        row_tokens[hi:] = eos_id
+        row.done = row.stopped_at_eos = True
+    elif last_block:
+        row.done = True
+    else:
+        row.block += 1
+        row.step = 0
