@@ -139,7 +139,7 @@ def diffusion_generate(
             )
             rows[i].passes += 2 if opts.cfg_scale > 0 else 1
     sequences = []
-    for i, row in enumerate(rows):
+    for i in range(len(rows)):
         generated = tokens[i, start:].tolist()
         if opts.truncate_after_eos and eos_id is not None and eos_id in generated:
             generated = generated[: generated.index(eos_id)]

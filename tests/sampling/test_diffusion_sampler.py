@@ -39,6 +39,12 @@ def _probs_to_logits(rows: list[list[float]]) -> torch.Tensor:
     return out
 
 
+def _generate(fn, prompt=(3,), **options):
+    return diffusion_generate(
+        fn, [list(prompt)], mask_id=MASK, pad_id=PAD, eos_id=EOS, options=SamplingConfig(**options)
+    )
+
+
 def _committed_after_first_step(fn: FixedLogits, start: int) -> list[int]:
     second = fn.calls[1][0, start:]
     return [i for i, t in enumerate(second.tolist()) if t != MASK]
