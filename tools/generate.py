@@ -1,0 +1,175 @@
+"""Generate text from a Megatron-DLM checkpoint or an exported Hugging Face model.
+
+    # a Megatron checkpoint (any saved layout), one process
+    python tools/generate.py --load runs/quickstart/checkpoints --prompt "def fibonacci(n):"
+
+    # tensor parallel
+    torchrun --nproc-per-node 2 tools/generate.py --load CKPT --tensor-model-parallel-size 2 \\
+        --prompts-file prompts.txt --output samples.jsonl
+
+    # an exported Hugging Face folder (tools/convert_to_hf.py)
+    python tools/generate.py --hf runs/quickstart/hf --prompt "import os" --threshold 0.9
+
+DLM checkpoints decode by iterative denoising (see --steps, --block-length, --remasking,
+--threshold, --cfg-scale); AR checkpoints left to right. Output: one JSON line per prompt with
+the text, the token count, the forward passes and the seconds per sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _read_prompts(args) -> list[str]:
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise SystemExit(f"--prompts-file: file not found: {path}")
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            if path.suffix == ".jsonl":
+                try:
+                    prompts.append(json.loads(line)["prompt"])
+                except (json.JSONDecodeError, KeyError) as exc:
+                    raise SystemExit(f'{path}:{number}: expected {{"prompt": ...}}') from exc
+            else:
+                prompts.append(line.replace("\\n", "\n"))
+    if not prompts:
+        raise SystemExit("no prompts: give --prompt TEXT or --prompts-file FILE")
+    return prompts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from megatron_dlm.config.base import add_section_arguments
+    from megatron_dlm.config.sampling import SamplingConfig
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--load", help="Megatron-DLM checkpoint directory (root or iter_*)")
+    source.add_argument("--hf", help="exported Hugging Face model directory")
+    parser.add_argument("--tokenizer-model", help="override the tokenizer recorded in --load")
+    parser.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    parser.add_argument("--prompts-file", help="text file (one prompt per line) or .jsonl")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per batch")
+    parser.add_argument("--output", help="JSONL file to write (default: stdout)")
+    parser.add_argument("--device", default=None, help="HF models: cpu or cuda (default: auto)")
+    add_section_arguments(parser, SamplingConfig, "sampling")
+    group = parser.add_argument_group("layout (--load only)")
+    group.add_argument("--tensor-model-parallel-size", type=int, default=1)
+    group.add_argument("--expert-model-parallel-size", type=int, default=1)
+    return parser
+
+
+def _sampling_options(args):
+    from megatron_dlm.config.base import build_section, section_fields
+    from megatron_dlm.config.sampling import SamplingConfig
+
+    values = {k: getattr(args, k) for k in section_fields(SamplingConfig) if hasattr(args, k)}
+    return build_section(SamplingConfig, values)
+
+
+def megatron_generator(args):
+    """(generate(prompt_ids) -> GenerationOutput, tokenizer, is_main) for a Megatron checkpoint."""
+    from megatron_dlm.config import DataConfig, ParallelConfig
+    from megatron_dlm.data.tokenizer import build_tokenizer
+    from megatron_dlm.models.from_checkpoint import load_model_from_checkpoint
+    from megatron_dlm.runtime.distributed import init_distributed
+    from megatron_dlm.sampling import autoregressive_generate, diffusion_generate
+    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
+
+    parallel = ParallelConfig(
+        tensor_model_parallel_size=args.tensor_model_parallel_size,
+        expert_model_parallel_size=args.expert_model_parallel_size,
+    )
+    options = _sampling_options(args)
+    ctx = init_distributed(parallel, seed=options.seed)
+    cfg, model, vocab, tok_info = load_model_from_checkpoint(args.load, parallel)
+    tokenizer_model = args.tokenizer_model or tok_info.get("path")
+    if not tokenizer_model:
+        raise SystemExit("the checkpoint records no tokenizer path: give --tokenizer-model")
+    tokenizer = build_tokenizer(
+        DataConfig(tokenizer_type=cfg.data.tokenizer_type, tokenizer_model=tokenizer_model)
+    )
+    if tokenizer.vocab_size != vocab.size or tokenizer.mask_id != vocab.mask_id:
+        raise SystemExit(
+            f"--tokenizer-model {tokenizer_model} (vocab {tokenizer.vocab_size}) does not match "
+            f"the checkpoint (vocab {vocab.size})"
+        )
+    fn = megatron_logits_fn(model[0], bidirectional=cfg.objective.bidirectional)
+
+    def generate(prompt_ids):
+        common = dict(
+            pad_id=vocab.pad_id, eos_id=vocab.eod_id, mask_id=vocab.mask_id, options=options,
+            vocab_size=vocab.size, max_length=cfg.model.max_position_embeddings,
+        )  # fmt: skip
+        if cfg.objective.bidirectional:
+            return diffusion_generate(fn, prompt_ids, **common)
+        return autoregressive_generate(fn, prompt_ids, **common)
+
+    return generate, tokenizer, ctx.is_main
+
+
+def hf_generator(args):
+    from megatron_dlm.hf.generation import load_hf_generator
+
+    return load_hf_generator(args.hf, _sampling_options(args), device=args.device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from megatron_dlm.runtime.logging_utils import setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging()
+    prompts = _read_prompts(args)
+    try:
+        generate, tokenizer, is_main = megatron_generator(args) if args.load else hf_generator(args)
+    except Exception as exc:  # a clear one-line error for bad input
+        from megatron_dlm.config import ConfigError
+
+        if isinstance(exc, (ConfigError, FileNotFoundError, ValueError, RuntimeError)):
+            parser.error(str(exc))
+        raise
+    out = open(args.output, "w") if (args.output and is_main) else sys.stdout  # noqa: SIM115
+    try:
+        for start in range(0, len(prompts), args.batch_size):
+            batch = prompts[start : start + args.batch_size]
+            ids = [tokenizer.tokenize(p) for p in batch]
+            began = time.perf_counter()
+            result = generate(ids)
+            seconds = (time.perf_counter() - began) / len(batch)
+            if not is_main:
+                continue
+            for prompt, seq, passes, steps in zip(
+                batch, result.sequences, result.forward_passes, result.steps
+            ):
+                record = {
+                    "prompt": prompt,
+                    "text": tokenizer.detokenize(seq),
+                    "num_tokens": len(seq),
+                    "forward_passes": passes,
+                    "steps": steps,
+                    "seconds": round(seconds, 4),
+                }
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        if args.load:
+            from megatron_dlm.runtime.distributed import destroy_distributed
+
+            destroy_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
