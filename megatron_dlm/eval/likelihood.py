@@ -30,9 +30,7 @@ class LikelihoodRequest:
 
 
 def _request_generator(seed: int, request: LikelihoodRequest) -> torch.Generator:
-    digest = hashlib.sha256(
-        repr((seed, request.context, request.continuation)).encode()
-    ).digest()
+    digest = hashlib.sha256(repr((seed, request.context, request.continuation)).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
