@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sys
 
+from megatron_dlm.config import ConfigError
 from megatron_dlm.config.cli import parse_config
 from megatron_dlm.runtime.logging_utils import setup_logging
 
@@ -32,14 +33,18 @@ from megatron_dlm.runtime.logging_utils import setup_logging
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv, prog="pretrain_dlm.py", description=__doc__)
     setup_logging()
-    if cfg.training.dry_run:
-        from megatron_dlm.training.dry_run import dry_run, format_report
+    try:
+        if cfg.training.dry_run:
+            from megatron_dlm.training.dry_run import dry_run, format_report
 
-        print(format_report(cfg, dry_run(cfg)))
-        return 0
-    from megatron_dlm.training.pretrain import pretrain
+            print(format_report(cfg, dry_run(cfg)))
+            return 0
+        from megatron_dlm.training.pretrain import pretrain
 
-    pretrain(cfg)
+        pretrain(cfg)
+    except ConfigError as exc:
+        print(f"pretrain_dlm.py: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

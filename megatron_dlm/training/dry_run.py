@@ -4,9 +4,9 @@ Prints the parallel layout, parameter counts (total and active), memory per devi
 step and the projected wall time of the compute budget, for a simulated world size.
 
 Memory is an estimate: weights, gradients (fp32 reduction buffers) and Adam state per device,
-plus activations by Korthikanti et al. (2022) for the local/TE layers without recomputation
-(selective recomputation drops the attention s^2 term, full recomputation keeps one layer's
-input per layer).
+plus activations by Korthikanti et al. (2022) without recomputation (selective recomputation
+and Transformer Engine's fused attention drop the attention s^2 term; full recomputation keeps
+one layer's input per layer).
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def _activation_bytes(cfg: DLMConfig, micro_batch: int, num_microbatches: int) -
     s_local = s / cp
     sp = tp if p.sequence_parallel else 1
     per_layer = s_local * b * h * (10 / sp + 24 / tp) + 5 * a * s_local * s / tp * b
-    if m.recompute_granularity == "selective":
+    if m.recompute_granularity == "selective" or m.transformer_impl == "transformer_engine":
+        # Recomputed, or never materialised: TE's fused (flash) attention keeps no s x s scores.
         per_layer = s_local * b * h * (10 / sp + 24 / tp)
     elif m.recompute_granularity == "full":
         per_layer = 2 * s_local * b * h / sp
