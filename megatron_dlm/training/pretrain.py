@@ -31,6 +31,15 @@ def run_directory(cfg: DLMConfig) -> Path:
     return Path("runs") / (log.wandb_exp_name or "run")
 
 
+def length_multiple(cfg: DLMConfig) -> int:
+    """What a (randomly truncated) sequence length must divide by for this layout."""
+    parallel = cfg.parallel
+    multiple = parallel.tensor_model_parallel_size if parallel.sequence_parallel else 1
+    if parallel.context_parallel_size > 1:
+        multiple *= 2 * parallel.context_parallel_size
+    return multiple
+
+
 def tokenizer_info(tokenizer) -> dict:
     """What a checkpoint records about its tokenizer (checked again on resume and export)."""
     return {
@@ -38,9 +47,9 @@ def tokenizer_info(tokenizer) -> dict:
         "mask_id": tokenizer.mask_id,
         "eod": tokenizer.eod,
         "pad": tokenizer.pad,
-        "path": getattr(tokenizer, "path", None),
-        "sha256": getattr(tokenizer, "sha256", None),
-        "type": getattr(tokenizer, "tokenizer_type", None),
+        "path": str(tokenizer.model_path),
+        "sha256": tokenizer.vocab_sha256,
+        "type": tokenizer.tokenizer_type,
     }
 
 
@@ -125,7 +134,10 @@ def pretrain(cfg: DLMConfig) -> TrainState:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         objective = build_objective(
-            cfg.objective, mask_id=tokenizer.mask_id, pad_id=tokenizer.pad, seed=cfg.training.seed
+            cfg.objective,
+            mask_id=tokenizer.mask_id,
+            seed=cfg.training.seed,
+            length_multiple=length_multiple(cfg),
         )
         trainer = Trainer(
             cfg,

@@ -89,6 +89,8 @@ class StepContext:
     micro_batch_size: int
     data_parallel_rank: int
     data_parallel_size: int
+    global_batch_size: int
+    device: torch.device
 
 
 def _global_positions(ctx: StepContext, micro_index: int, batch_size: int) -> torch.Tensor:
@@ -107,10 +109,11 @@ def forward_step(ctx: StepContext, data_iterator, model):
     prepared = ctx.objective.prepare(
         batch,
         training=ctx.training,
-        batch_key=ctx.iteration,
+        iteration=ctx.iteration,
+        microbatch=micro_index,
         global_positions=_global_positions(ctx, micro_index, batch["tokens"].shape[0]),
-        micro_batch_index=micro_index,
-    )
+        global_batch_size=ctx.global_batch_size,
+    ).to(ctx.device, non_blocking=True)
     output = model(prepared.inputs, prepared.position_ids, attention_mask=None)
     return output, partial(ctx.objective.loss, prepared=prepared)
 
@@ -144,6 +147,9 @@ def run_global_batch(
 def reduce_reports(reports: list[dict]) -> dict[str, float]:
     """Sum each ``[sum, count]`` metric over micro-batches and data-parallel ranks, then divide.
 
+    Names lose their spaces (``masked ce`` -> ``masked_ce``); the objective (``lm loss``) is
+    ``loss``.
+
     Runs on the last pipeline stage (where reports exist); collective over its DP (+CP) group.
     """
     if not reports:
@@ -160,6 +166,7 @@ def reduce_reports(reports: list[dict]) -> dict[str, float]:
     stacked = stacked.cpu()
     out = {}
     for key, (total, count) in zip(keys, stacked.tolist()):
-        out[key] = total / count if count else float("nan")
-        out[f"{key}__count"] = count
+        name = "loss" if key == "lm loss" else key.replace(" ", "_")
+        out[name] = total / count if count else float("nan")
+        out[f"{name}__count"] = count
     return out

@@ -112,6 +112,10 @@ class Trainer:
             micro_batch_size=self.layout.micro_batch_size,
             data_parallel_rank=parallel_state.get_data_parallel_rank(),
             data_parallel_size=self.layout.data_parallel_size,
+            global_batch_size=self.layout.global_batch_size,
+            device=torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else torch.device("cpu"),
         )
 
     def _epoch(self) -> float | None:
