@@ -7,7 +7,9 @@ import collections
 import numpy as np
 import pytest
 
+from megatron_dlm.config import DataConfig
 from megatron_dlm.data.budget import split_document_range
+from megatron_dlm.data.plan import plan_datasets
 from tests.data.helpers import SEQ, build, read_loader, stream_ids
 
 BUDGET = 20_000
@@ -277,6 +279,16 @@ def test_split_ranges_agree_with_megatron_core(corpus, tmp_path, split):
         assert np.array_equal(
             getattr(splits, name).components[0].indices, np.arange(n)[parts[0].documents]
         )
+
+
+def test_plan_without_building_matches_the_build(corpus, tmp_path):
+    kwargs = dict(data_path=["1", corpus.a, "3", corpus.b], split="90,10,0", unique_tokens=BUDGET)
+    built = build(corpus.tokenizer, tmp_path, train_samples=5000, valid_samples=64, **kwargs)
+    planned = plan_datasets(
+        DataConfig(**kwargs), seq_length=SEQ, train_samples=5000, valid_samples=64
+    )
+    assert planned == built.info
+    assert built.train.sizes == [c.samples_per_epoch for c in planned.components["train"]]
 
 
 def test_separate_train_and_valid_paths(corpus, tmp_path):
