@@ -19,8 +19,9 @@ class DataConfig:
     tokenizer_model: str | None = None
     """Path of the tokenizer model file (sentencepiece ``.model`` or ``tokenizer.json``)."""
     data_path: list[str] | None = None
-    """Dataset prefixes (``{prefix}.bin/.idx``), optionally weighted: ``0.7 a 0.3 b``; split into
-    train/valid/test by --split."""
+    """Dataset prefixes (``{prefix}.bin/.idx``), optionally weighted: ``0.7 a 0.3 b`` (weights set
+    each prefix's share of the samples and of --unique-tokens); split into train/valid/test by
+    --split."""
     split: str = "969,30,1"
     """Relative sizes of the train, valid and test splits of --data-path, by document."""
     train_data_path: list[str] | None = None
@@ -32,8 +33,10 @@ class DataConfig:
     data_cache_path: str | None = None
     """Where to cache the sample indices (default: next to the data)."""
     unique_tokens: int | None = None
-    """Cap the training data to its first documents holding this many tokens; the compute budget
-    (--train-iters or --train-tokens) then replays that set for as many epochs as it needs."""
+    """Cap the training data to its first documents holding at least this many tokens (the
+    boundary document is included whole; a weighted blend splits the cap by weight); the compute
+    budget (--train-iters or --train-tokens) then replays that set for as many epochs as it
+    needs, reshuffled each epoch."""
     num_workers: int = 2
     """Data-loader worker processes per rank."""
     mmap_bin_files: bool = True
