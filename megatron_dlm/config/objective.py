@@ -16,20 +16,26 @@ class ObjectiveConfig:
     """'dlm': masked diffusion with bidirectional attention; 'ar': next-token prediction with
     causal attention (the matched baseline)."""
     dlm_eps: float = 1e-3
-    """Smallest masking ratio t; t is drawn from [eps, 1]."""
+    """Smallest masking ratio t; t is drawn uniformly from [eps, 1) per sequence."""
     dlm_stratified_t: bool = False
-    """Stratify t over the global batch (t_i = eps + (1-eps)((u + i/B) mod 1)) to cut variance."""
+    """Stratify t over the global batch (t_i = eps + (1-eps)((u + i/B) mod 1), one u per
+    iteration) to cut the variance of the loss; training only (validation t depends on the
+    sample alone)."""
     dlm_loss_weight: Literal["inv_t", "realised"] = "inv_t"
     """Per-token weight of the masked cross-entropy: 1/t (the ELBO) or 1/(realised masked
-    fraction of the sequence), as MegaDLMs."""
+    fraction of the sequence's loss tokens), as MegaDLMs; 'realised' is biased low by a factor
+    L/(L+1) for L loss tokens (docs/objectives.md)."""
     dlm_at_least_one_mask: bool = False
-    """Mask at least one token of every sequence."""
+    """Mask at least one loss token of every sequence (the one a slightly larger t would mask
+    first)."""
     dlm_random_length_prob: float = 0.01
-    """Probability that a batch is truncated to a random length (rounded so TP/SP/CP still
-    divide it), so the model also sees short sequences."""
+    """Probability that a DLM training micro-batch is truncated to a random length (uniform,
+    rounded up so TP/SP/CP still divide it), so the model also sees short sequences; drawn from
+    (seed, iteration, micro-batch) so all ranks agree."""
     input_mask_prob: float = 0.0
-    """Regulariser for both objectives: replace this fraction of input tokens by the mask token
-    (targets unchanged)."""
+    """Regulariser for both objectives, training only: replace this fraction of input tokens
+    by the mask token, targets unchanged (DLM: hides context beyond the diffusion mask, the
+    loss stays on the diffusion-masked tokens)."""
 
     def __post_init__(self):
         require(0.0 < self.dlm_eps < 1.0, "--dlm-eps must be in (0, 1)")
