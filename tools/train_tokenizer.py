@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {model} (+ .vocab): {options.model_type}, vocab {encoder.vocab_size}, "
         f"special ids mask={encoder.mask_id} eod={encoder.eod} pad={encoder.pad}",
         f"trained on {len(train):,} documents, {train_bytes / 1e6:,.1f} MB in {train_s:.1f} s "
-        f"(reading {read_s:.1f} s); skipped {sum(skipped.values())} {dict(skipped) or ''}",
+        f"(reading {read_s:.1f} s); skipped {sum(skipped.values())}"
+        + (f" ({', '.join(f'{r} {n}' for r, n in sorted(skipped.items()))})" if skipped else ""),
     ]
     if held_out:
         bpt = bytes_per_token(encoder.encode, held_out)
