@@ -138,7 +138,8 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(model: str, tokenizer_type: str, append_eod: bool, keys: Sequence[str]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C ...
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ... and stops workers with SIGTERM
     encoder = TextEncoder(model, tokenizer_type)
     _worker.update(
         encode=encoder.encode,
@@ -241,15 +242,16 @@ class _Progress:
             except ImportError:  # tqdm is a dependency; degrade to log lines without it
                 tqdm = None
             if tqdm is not None:
-                self.bar = tqdm(total=total, unit="doc", smoothing=0.1, dynamic_ncols=True)
+                self.bar = tqdm(total=total, unit="doc", dynamic_ncols=True)
 
     def update(self, docs: int, tokens: int, nbytes: int) -> None:
+        """One input done: ``docs`` documents written (0 if skipped) with ``tokens`` tokens."""
         self.docs += docs
         self.tokens += tokens
         self.bytes += nbytes
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         if self.bar is not None:
-            self.bar.update(docs)
+            self.bar.update(1)
             if self.bar.n % 16 == 0:
                 self.bar.set_postfix_str(f"{self.tokens / elapsed / 1e6:.2f}M tok/s", refresh=False)
         elif docs and self.docs % self.interval == 0:
@@ -360,11 +362,11 @@ def _run(
     try:
         chunksize = 4 if worker_fn is _encode_file else 64
         results = pool.imap(worker_fn, feed(), chunksize)
+        progress = _Progress(total, options.log_interval, options.progress_bar, start)
         # The workers tokenize while the main process imports megatron-core.
         outputs.open()
         builder_ready = time.perf_counter() - start
         logger.debug("IndexedDatasetBuilder ready after %.2f s", builder_ready)
-        progress = _Progress(total, options.log_interval, options.progress_bar, start)
         for result in results:
             ref, size = in_flight.popleft()
             limit.release(size)
