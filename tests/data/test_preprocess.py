@@ -66,17 +66,22 @@ def w1(tmp_path_factory, sp_model, edge_dir):
     return prefix, result
 
 
-def test_every_document_decodes_to_its_source_file(w1, expected_files, sp_tokenizer):
+def test_every_document_decodes_to_its_source_file(w1, expected_files, sp_tokenizer, sp_model):
+    import sentencepiece
+
     prefix, result = w1
     dataset = open_indexed_dataset(f"{prefix}_text_document")  # megatron-core IndexedDataset
     assert len(dataset) == len(expected_files) > 50
-    non_ascii = 0
+    non_ascii = byte_tokens = 0
+    is_byte = sentencepiece.SentencePieceProcessor(model_file=str(sp_model)).is_byte
     for i, (source, text) in enumerate(expected_files):
         ids = dataset[i]
         assert ids.dtype == np.uint16 and ids[-1] == sp_tokenizer.eod, source.relpath
         assert sp_tokenizer.detokenize(ids[:-1].tolist()) == text, source.relpath
         non_ascii += any(ord(c) > 127 for c in text)
+        byte_tokens += sum(map(is_byte, ids.tolist()))
     assert non_ascii >= 8  # standard-library files with non-ASCII text, and the edge files
+    assert byte_tokens > 0  # characters without a piece went through byte fallback
     # The CLI reports what it did.
     out = result.stdout
     assert re.search(rf"documents: {len(expected_files):,}  tokens: [\d,]+", out), out
