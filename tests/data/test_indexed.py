@@ -78,3 +78,31 @@ def test_missing_files_are_named(copy):
         read_index(copy)
     result = run_tool("tools/dataset_info.py", copy)
     assert result.returncode == 1 and "d.bin' does not exist" in result.stderr
+
+
+LIGHT_IMPORT_CHECK = """
+import sys, numpy as np
+from megatron_dlm.data.indexed import indexed_dataset_module, read_index
+light = indexed_dataset_module()
+assert "megatron.core" not in sys.modules and "megatron.core.utils" not in sys.modules
+assert light.__file__.endswith("megatron/core/datasets/indexed_dataset.py"), light.__file__
+import megatron.core  # the real package still imports, untouched
+from megatron.core.datasets import indexed_dataset as real
+assert real is not light and real.__file__ == light.__file__
+for module, prefix in ((light, sys.argv[1] + "/light"), (real, sys.argv[1] + "/real")):
+    builder = module.IndexedDatasetBuilder(prefix + ".bin", dtype=np.uint16)
+    for n in (3, 1, 4):
+        builder.add_document(np.arange(n, dtype=np.uint16), [n])
+    builder.finalize(prefix + ".idx")
+    assert read_index(prefix).num_tokens == 8
+print("ok")
+"""
+
+
+def test_light_import_of_megatron_cores_builder(tmp_path):
+    """preprocess_data.py imports the builder without megatron/core/__init__.py (~4 s)."""
+    result = run_tool("-c", LIGHT_IMPORT_CHECK, str(tmp_path))
+    assert result.stdout.strip() == "ok", result.stderr
+    for suffix in (".bin", ".idx"):
+        light = (tmp_path / f"light{suffix}").read_bytes()
+        assert light == (tmp_path / f"real{suffix}").read_bytes()
