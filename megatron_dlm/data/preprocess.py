@@ -48,7 +48,11 @@ import numpy as np
 from megatron_dlm.data.corpus import SourceFile, open_text
 from megatron_dlm.data.encoder import TextEncoder
 from megatron_dlm.data.indexed import indexed_dataset_module, optimal_token_dtype
-from megatron_dlm.data.metadata import DatasetMetadata, tokenizer_fingerprint
+from megatron_dlm.data.metadata import (
+    DatasetMetadata,
+    tokenizer_fingerprint,
+    write_dataset_metadata,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -300,6 +304,23 @@ class _Outputs:
                 with open(temp + suffix, "rb") as f:
                     os.fsync(f.fileno())
 
+    def write_metadata(
+        self, k: int, documents: int, tokens: int, eod: bool, tokenizer: dict, source: dict
+    ) -> None:
+        """The ``.meta.json`` sidecar of output ``k`` (after :meth:`finalize`)."""
+        temp = self.temps[k]
+        metadata = DatasetMetadata(
+            documents=documents,
+            tokens=tokens,
+            dtype=np.dtype(self.builders[k].dtype).name,
+            eod_appended=eod,
+            bin_bytes=os.path.getsize(temp + ".bin"),
+            idx_bytes=os.path.getsize(temp + ".idx"),
+            tokenizer=tokenizer,
+            source=source,
+        )
+        write_dataset_metadata(temp + ".meta.json", metadata)
+
     def commit(self) -> None:
         for temp, final in zip(self.temps, self.finals):
             for suffix in (".bin", ".idx", ".meta.json"):
@@ -402,25 +423,11 @@ def _run(
             raise PreprocessError(f"no documents for json key(s) {', '.join(empty)}")
         outputs.finalize()
         for k, key in enumerate(keys):
-            temp = outputs.temps[k]
-            bin_bytes, idx_bytes = (os.path.getsize(temp + s) for s in (".bin", ".idx"))
-            metadata = DatasetMetadata(
-                documents=documents[key],
-                tokens=tokens[key],
-                dtype=np.dtype(optimal_token_dtype(encoder.vocab_size)).name,
-                eod_appended=options.append_eod,
-                bin_bytes=bin_bytes,
-                idx_bytes=idx_bytes,
-                tokenizer=fingerprint,
-                source={
-                    **sources,
-                    "json_key": key,
-                    "input_bytes": input_bytes,
-                    "skipped": dict(sorted(skipped.items())),
-                },
+            source = {**sources, "json_key": key, "input_bytes": input_bytes}
+            source["skipped"] = dict(sorted(skipped.items()))
+            outputs.write_metadata(
+                k, documents[key], tokens[key], options.append_eod, fingerprint, source
             )
-            with open(temp + ".meta.json", "w", encoding="utf-8") as f:
-                f.write(metadata.to_json())
         pool.close()
         pool.join()
         outputs.commit()
