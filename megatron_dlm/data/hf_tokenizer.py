@@ -1,0 +1,159 @@
+"""Export a sentencepiece model (trained by tools/train_tokenizer.py) as a Hugging Face tokenizer.
+
+transformers v5's ``LlamaTokenizer``/``T5Tokenizer`` given a ``.model`` file silently return empty
+or ``<unk>`` output, so the export is a ``tokenizers`` JSON wrapped in
+``PreTrainedTokenizerFast``: ``tokenizer.json`` + ``tokenizer_config.json``, which
+``AutoTokenizer.from_pretrained(folder)`` loads (no ``trust_remote_code``, no sentencepiece).
+
+The JSON reproduces the sentencepiece model exactly (checked by :func:`compare_with_sentencepiece`
+on real files): spaces become ``▁`` (identity normalisation otherwise, no dummy prefix, no
+pre-tokenizer, as our trainer sets); BPE merges are every split of a piece into two pieces, ranked
+by the merged piece's score, which is the order sentencepiece merges in; byte fallback; the
+decoder maps ``▁`` back to spaces and byte tokens back to UTF-8. Special tokens keep their ids
+and are never matched in text (``split_special_tokens``), as in sentencepiece where they are
+control symbols.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from megatron_dlm.data.tokenizer import (
+    EOD_TOKEN,
+    HF_CONFIG_FILE,
+    HF_TOKENIZER_FILE,
+    MASK_TOKEN,
+    PAD_TOKEN,
+    UNK_TOKEN,
+)
+
+SPACE = "\u2581"  # sentencepiece's whitespace marker "▁"
+
+
+def sentencepiece_to_tokenizers(model_file: str | os.PathLike, model_type: str = "bpe"):
+    """A ``tokenizers.Tokenizer`` that encodes and decodes like the sentencepiece model.
+
+    Args:
+        model_file: a ``.model`` trained with tools/train_tokenizer.py's settings.
+        model_type: ``bpe`` or ``unigram`` (how it was trained).
+    """
+    import sentencepiece
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=os.fspath(model_file))
+    n = sp.get_piece_size()
+    pieces = [sp.id_to_piece(i) for i in range(n)]
+    special = [i for i in range(n) if sp.is_control(i) or sp.is_unknown(i)]
+    normal = [
+        not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i))
+        for i in range(n)
+    ]
+    if model_type == "bpe":
+        vocab = {piece: i for i, piece in enumerate(pieces)}
+        ranked = []
+        for i, piece in enumerate(pieces):
+            if not normal[i] or len(piece) < 2:
+                continue
+            for cut in range(1, len(piece)):
+                left, right = vocab.get(piece[:cut]), vocab.get(piece[cut:])
+                if left is not None and right is not None and normal[left] and normal[right]:
+                    ranked.append((-sp.get_score(i), i, cut, pieces[left], pieces[right]))
+        ranked.sort()
+        model = models.BPE(
+            vocab=vocab,
+            merges=[(a, b) for *_, a, b in ranked],
+            unk_token=UNK_TOKEN,
+            byte_fallback=True,
+            fuse_unk=True,
+        )
+    elif model_type == "unigram":
+        floor = min(sp.get_score(i) for i in range(n) if normal[i]) - 100.0
+        model = models.Unigram(
+            [(p, sp.get_score(i) if normal[i] else floor) for i, p in enumerate(pieces)],
+            unk_id=sp.unk_id(),
+            byte_fallback=True,
+        )
+    else:
+        raise ValueError(f"model_type must be bpe or unigram, got {model_type!r}")
+    tokenizer = Tokenizer(model)
+    tokenizer.normalizer = normalizers.Replace(" ", SPACE)
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    )
+    tokenizer.add_special_tokens(
+        [AddedToken(pieces[i], special=True, normalized=False) for i in special]
+    )
+    return tokenizer
+
+
+def export_hf_tokenizer(
+    model_file: str | os.PathLike, output_dir: str | os.PathLike, model_type: str = "bpe"
+) -> Path:
+    """Write ``tokenizer.json`` + ``tokenizer_config.json`` for ``AutoTokenizer``.
+
+    The folder is written under a temporary name and renamed (an existing one is replaced
+    only once the new one is complete).
+
+    Returns:
+        The output folder.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    output_dir = Path(output_dir)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=sentencepiece_to_tokenizers(model_file, model_type),
+        unk_token=UNK_TOKEN,
+        eos_token=EOD_TOKEN,
+        pad_token=PAD_TOKEN,
+        mask_token=MASK_TOKEN,
+        split_special_tokens=True,
+        clean_up_tokenization_spaces=False,
+        model_max_length=1 << 30,
+    )
+    temp = output_dir.with_name(output_dir.name + f".partial-{os.getpid()}")
+    shutil.rmtree(temp, ignore_errors=True)
+    wrapped.save_pretrained(temp)
+    config_path = temp / HF_CONFIG_FILE
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    # transformers v5 records its internal "TokenizersBackend"; the public name loads in v4 too.
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    if not (temp / HF_TOKENIZER_FILE).is_file():
+        raise RuntimeError(f"transformers did not write {HF_TOKENIZER_FILE} into {temp}")
+    if output_dir.exists():
+        old = output_dir.with_name(output_dir.name + f".old-{os.getpid()}")
+        output_dir.rename(old)
+        temp.rename(output_dir)
+        shutil.rmtree(old)
+    else:
+        temp.rename(output_dir)
+    return output_dir
+
+
+def compare_with_sentencepiece(
+    model_file: str | os.PathLike, hf_dir: str | os.PathLike, texts: Iterable[str]
+) -> list[str]:
+    """Encode and decode ``texts`` with both; return a description of each difference.
+
+    The Hugging Face side is loaded the way users load it, ``AutoTokenizer.from_pretrained``.
+    """
+    import sentencepiece
+    from transformers import AutoTokenizer
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=os.fspath(model_file))
+    hf = AutoTokenizer.from_pretrained(os.fspath(hf_dir))
+    problems = []
+    for k, text in enumerate(texts):
+        expected = sp.encode_as_ids(text)
+        got = hf.encode(text, add_special_tokens=False)
+        if got != expected:
+            at = next((j for j, (a, b) in enumerate(zip(got, expected)) if a != b), None)
+            at = min(len(got), len(expected)) if at is None else at
+            problems.append(f"text {k}: ids differ from token {at} ({text[:40]!r}...)")
+        elif hf.decode(got, skip_special_tokens=True) != text:
+            problems.append(f"text {k}: decoding does not give the text back")
+    return problems

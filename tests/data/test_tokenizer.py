@@ -1,0 +1,128 @@
+"""DLMTokenizer (megatron-core + special ids) and the import-light TextEncoder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from megatron_dlm.config.data import DataConfig
+from megatron_dlm.data.encoder import TextEncoder
+from megatron_dlm.data.tokenizer import (
+    EOD_TOKEN,
+    MASK_TOKEN,
+    PAD_TOKEN,
+    TokenizerError,
+    build_tokenizer,
+    load_tokenizer,
+)
+from megatron_dlm.models.vocab import Vocab
+from tests.data.conftest import EDGE_FILES
+
+
+def test_special_ids_come_from_the_reserved_tokens(sp_model, sp_tokenizer):
+    import sentencepiece
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(sp_model))
+    assert sp_tokenizer.vocab_size == sp.get_piece_size() == 1024
+    assert sp_tokenizer.mask_id == sp.piece_to_id(MASK_TOKEN)
+    assert sp_tokenizer.eod == sp.piece_to_id(EOD_TOKEN)
+    assert sp_tokenizer.pad == sp.piece_to_id(PAD_TOKEN)
+    assert len({sp_tokenizer.mask_id, sp_tokenizer.eod, sp_tokenizer.pad, sp.unk_id()}) == 4
+    # What the model and megatron-core's datasets read from a tokenizer.
+    vocab = Vocab.from_tokenizer(sp_tokenizer)
+    assert (vocab.mask_id, vocab.eod_id, vocab.pad_id) == (3, 2, 1)
+    # megatron-core's own eod/pad for the model agree (sentencepiece eos/pad are ours).
+    assert sp_tokenizer.megatron_tokenizer.eod == sp_tokenizer.eod
+    assert sp_tokenizer.megatron_tokenizer.pad == sp_tokenizer.pad
+
+
+def test_hf_tokenizer_has_the_same_vocabulary_and_ids(sp_tokenizer, hf_tokenizer, corpus_texts):
+    assert hf_tokenizer.vocab_size == sp_tokenizer.vocab_size
+    assert hf_tokenizer.vocab_sha256 == sp_tokenizer.vocab_sha256
+    assert hf_tokenizer.special_ids == sp_tokenizer.special_ids
+    for text in corpus_texts[:40] + list(EDGE_FILES.values()):
+        ids = sp_tokenizer.tokenize(text)
+        assert hf_tokenizer.tokenize(text) == ids
+        assert hf_tokenizer.detokenize(ids) == text
+        assert sp_tokenizer.detokenize(ids) == text
+
+
+@pytest.mark.parametrize("kind", ["sp", "hf"])
+def test_text_encoder_gives_the_ids_of_dlm_tokenizer(kind, request, corpus_texts):
+    tokenizer = request.getfixturevalue(f"{kind}_tokenizer")
+    encoder = TextEncoder(
+        tokenizer.model_path.parent if kind == "hf" else tokenizer.model_path,
+        tokenizer.tokenizer_type,
+    )
+    assert encoder.vocab_size == tokenizer.vocab_size
+    assert encoder.special_ids == tokenizer.special_ids
+    assert encoder.vocab_sha256 == tokenizer.vocab_sha256
+    for text in corpus_texts + list(EDGE_FILES.values()):
+        ids = encoder.encode(text)
+        assert ids == tokenizer.tokenize(text)
+        assert encoder.decode(ids) == text
+
+
+def test_special_token_text_is_encoded_as_text(sp_tokenizer, hf_tokenizer):
+    text = EDGE_FILES["specials.py"]
+    for tok in (sp_tokenizer, hf_tokenizer):
+        ids = tok.tokenize(text)
+        assert not {tok.mask_id, tok.eod, tok.pad} & set(ids)
+        assert tok.detokenize(ids) == text
+
+
+def test_unique_identifiers_describe_content_not_location(sp_model, sp_tokenizer, tmp_path):
+    copy = tmp_path / "copy.model"
+    shutil.copy(sp_model, copy)
+    ident = sp_tokenizer.unique_identifiers
+    assert load_tokenizer(copy).unique_identifiers == ident
+    json.dumps(ident)  # megatron-core serialises it into its cache keys
+    assert ident["vocab_size"] == 1024 and ident["special_ids"] == [3, 2, 1]
+
+
+def test_build_tokenizer_from_data_config(sp_model, hf_dir):
+    tok = build_tokenizer(DataConfig(tokenizer_model=str(sp_model)))
+    assert tok.mask_id == 3
+    tok = build_tokenizer(
+        DataConfig(
+            tokenizer_type="HuggingFaceTokenizer", tokenizer_model=str(hf_dir / "tokenizer.json")
+        )
+    )
+    assert tok.mask_id == 3
+    with pytest.raises(TokenizerError, match="--tokenizer-model is required"):
+        build_tokenizer(DataConfig())
+
+
+@pytest.mark.parametrize("loader", [load_tokenizer, TextEncoder])
+def test_tokenizer_without_special_tokens_is_rejected(loader, plain_sp_model):
+    with pytest.raises(TokenizerError) as info:
+        loader(plain_sp_model)
+    message = str(info.value)
+    assert str(plain_sp_model) in message
+    assert "<|mask|>" in message and "tools/train_tokenizer.py" in message
+
+
+def test_hf_tokenizer_without_special_tokens_is_rejected(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    path = tmp_path / "tokenizer.json"
+    Tokenizer(models.WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]")).save(str(path))
+    for loader in (TextEncoder, load_tokenizer):
+        with pytest.raises(TokenizerError, match=r"tokenizer\.json' lacks the special token"):
+            loader(path, "HuggingFaceTokenizer")
+
+
+def test_missing_or_mistyped_tokenizer_files(tmp_path, sp_model, hf_dir):
+    with pytest.raises(TokenizerError, match=r"does not exist"):
+        TextEncoder(tmp_path / "nope.model")
+    with pytest.raises(TokenizerError, match=r"is a folder"):
+        TextEncoder(hf_dir)
+    with pytest.raises(TokenizerError, match=r"not a tokenizer\.json"):
+        TextEncoder(sp_model, "HuggingFaceTokenizer")
+    with pytest.raises(TokenizerError, match=r"--tokenizer-type 'GPT2BPETokenizer'"):
+        TextEncoder(sp_model, "GPT2BPETokenizer")
+    (tmp_path / "bad.model").write_bytes(b"not a model")
+    with pytest.raises(TokenizerError, match="not a sentencepiece model"):
+        TextEncoder(tmp_path / "bad.model")
