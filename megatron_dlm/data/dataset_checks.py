@@ -15,27 +15,14 @@ arrays with numpy (no torch) and raise :class:`DatasetError` naming the file and
 from __future__ import annotations
 
 import logging
-import os
-import struct
-from dataclasses import dataclass
 
 import numpy as np
 
+from megatron_dlm.data.indexed import IndexedDatasetError, IndexSummary, read_index
+from megatron_dlm.data.metadata import DatasetMetadataError, check_tokenizer_matches
+
 logger = logging.getLogger(__name__)
 
-_MAGIC = b"MMIDIDX\x00\x00"
-_HEADER = struct.Struct("<9sQBQQ")
-# megatron.core.datasets.indexed_dataset.DType codes.
-_DTYPES = {
-    1: np.uint8,
-    2: np.int8,
-    3: np.int16,
-    4: np.int32,
-    5: np.int64,
-    6: np.float64,
-    7: np.float32,
-    8: np.uint16,
-}
 DEFAULT_MAX_SCAN_TOKENS = 1 << 24
 """Tokens scanned for out-of-vocabulary ids (all of a dataset up to this size; ~20 ms, on every
 rank, so that every rank raises the same error before the builder's collectives)."""
@@ -45,30 +32,11 @@ class DatasetError(ValueError):
     """A missing, corrupt or empty dataset, or one that does not fit the tokenizer."""
 
 
-@dataclass(frozen=True)
-class IndexFileSummary:
-    """What a checked ``.bin``/``.idx`` pair holds.
-
-    Attributes:
-        prefix: path without ``.bin``/``.idx``.
-        dtype: token dtype of the ``.bin`` file.
-        sequence_lengths: tokens per sequence (= document for GPT data), shape ``[S]``.
-    """
-
-    prefix: str
-    dtype: type[np.number]
-    sequence_lengths: np.ndarray
-
-    @property
-    def num_sequences(self) -> int:
-        return int(self.sequence_lengths.shape[0])
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.sequence_lengths.sum(dtype=np.int64))
+IndexFileSummary = IndexSummary
+"""What a checked ``.bin``/``.idx`` pair holds (``megatron_dlm.data.indexed.IndexSummary``)."""
 
 
-def check_indexed_dataset(prefix: str, flag: str = "--data-path") -> IndexFileSummary:
+def check_indexed_dataset(prefix: str, flag: str = "--data-path") -> IndexSummary:
     """Check that ``{prefix}.bin/.idx`` exist, are intact and consistent, and are not empty.
 
     Args:
@@ -78,60 +46,13 @@ def check_indexed_dataset(prefix: str, flag: str = "--data-path") -> IndexFileSu
     Raises:
         DatasetError: naming the file and the flag.
     """
-    idx_path, bin_path = prefix + ".idx", prefix + ".bin"
-    for path in (idx_path, bin_path):
-        if not os.path.isfile(path):
-            raise DatasetError(
-                f"{flag} {prefix}: {path} does not exist (a dataset is a .bin/.idx pair written "
-                f"by tools/preprocess_data.py; give the prefix without the suffix)"
-            )
-    idx_bytes = os.path.getsize(idx_path)
-
-    def corrupt(reason: str) -> DatasetError:
-        return DatasetError(
-            f"{flag} {prefix}: {idx_path} is corrupt or truncated ({reason}); "
-            f"preprocess the data again"
-        )
-
-    with open(idx_path, "rb") as f:
-        head = f.read(_HEADER.size)
-    if len(head) < _HEADER.size:
-        raise corrupt(f"{idx_bytes} bytes, shorter than the {_HEADER.size}-byte header")
-    magic, version, code, num_sequences, num_boundaries = _HEADER.unpack(head)
-    if magic != _MAGIC:
-        raise corrupt("not a megatron-core index: bad magic bytes")
-    if version != 1:
-        raise corrupt(f"index version {version}, megatron-core 0.16 reads version 1")
-    if code not in _DTYPES:
-        raise corrupt(f"unknown token dtype code {code}")
-    expected = _HEADER.size + 12 * num_sequences + 8 * num_boundaries
-    if idx_bytes not in (expected, expected + num_sequences):  # + int8 modes (multimodal)
-        raise corrupt(
-            f"{idx_bytes} bytes where {num_sequences} sequences and {num_boundaries} document "
-            f"boundaries need {expected}"
-        )
-    buffer = np.memmap(idx_path, dtype=np.uint8, mode="r")
-    lengths = np.frombuffer(buffer, np.int32, num_sequences, _HEADER.size)
-    boundaries = np.frombuffer(buffer, np.int64, num_boundaries, _HEADER.size + 12 * num_sequences)
-    if (
-        num_boundaries == 0
-        or boundaries[0] != 0
-        or boundaries[-1] != num_sequences
-        or np.any(np.diff(boundaries) < 0)
-        or np.any(lengths < 0)
-    ):
-        raise corrupt("inconsistent document boundaries or sequence lengths")
-    if num_sequences == 0 or int(lengths.sum(dtype=np.int64)) == 0:
+    try:
+        summary = read_index(prefix)
+    except IndexedDatasetError as exc:
+        raise DatasetError(f"{flag} {prefix}: {exc}") from exc
+    if summary.num_sequences == 0 or summary.num_tokens == 0:
         raise DatasetError(f"{flag} {prefix}: the dataset is empty (no documents or no tokens)")
-    dtype = _DTYPES[code]
-    bin_expected = int(lengths.sum(dtype=np.int64)) * np.dtype(dtype).itemsize
-    bin_bytes = os.path.getsize(bin_path)
-    if bin_bytes != bin_expected:
-        raise DatasetError(
-            f"{flag} {prefix}: {bin_path} has {bin_bytes} bytes but {idx_path} describes "
-            f"{bin_expected}; the pair is truncated or from different runs, preprocess again"
-        )
-    return IndexFileSummary(prefix=prefix, dtype=dtype, sequence_lengths=lengths)
+    return summary
 
 
 def validate_dataset_against_tokenizer(
@@ -145,8 +66,8 @@ def validate_dataset_against_tokenizer(
 
     Checks, cheapest first:
 
-    1. (sidecar metadata: the place for ``megatron_dlm.data.metadata.check_tokenizer_matches``,
-       which compares the vocabulary fingerprint recorded by ``tools/preprocess_data.py``.)
+    1. The sidecar metadata written by ``tools/preprocess_data.py`` (vocabulary fingerprint and
+       special ids), when the dataset has one and the tokenizer is a ``DLMTokenizer``.
     2. The token dtype: a ``uint16``/``uint8`` dataset cannot come from a larger vocabulary;
        a wider dtype than the vocabulary needs is only logged (other tools write ``int32``).
     3. Every token id is ``< tokenizer.vocab_size``: the whole ``.bin`` for datasets of up to
@@ -165,6 +86,11 @@ def validate_dataset_against_tokenizer(
         DatasetError: naming the file, the flag and the ids.
     """
     summary = check_indexed_dataset(prefix, flag)
+    if hasattr(tokenizer, "vocab_sha256"):  # a DLMTokenizer: compare with the sidecar, if any
+        try:
+            check_tokenizer_matches(prefix, tokenizer, require_metadata=False)
+        except DatasetMetadataError as exc:
+            raise DatasetError(f"{flag} {prefix}: {exc}") from exc
     vocab_size = int(tokenizer.vocab_size)
     info = np.iinfo(summary.dtype) if np.issubdtype(summary.dtype, np.integer) else None
     if info is None:

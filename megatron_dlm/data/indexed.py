@@ -55,6 +55,7 @@ class IndexSummary:
         num_sequences: sequences (one per document for text written by preprocess_data).
         num_tokens: tokens in the ``.bin`` file.
         document_lengths: tokens per document, shape ``[num_documents]``.
+        sequence_lengths: tokens per sequence, shape ``[num_sequences]``.
         idx_bytes: size of the ``.idx`` file.
         bin_bytes: size of the ``.bin`` file.
     """
@@ -65,6 +66,7 @@ class IndexSummary:
     num_sequences: int
     num_tokens: int
     document_lengths: np.ndarray
+    sequence_lengths: np.ndarray
     idx_bytes: int
     bin_bytes: int
 
@@ -151,6 +153,7 @@ def read_index(prefix: str | os.PathLike) -> IndexSummary:
         num_sequences=int(n_seq),
         num_tokens=num_tokens,
         document_lengths=document_lengths,
+        sequence_lengths=np.array(lengths),
         idx_bytes=idx_bytes,
         bin_bytes=bin_bytes,
     )
