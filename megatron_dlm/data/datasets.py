@@ -252,4 +252,7 @@ def build_data_loader(
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
+        # The loader draws its workers' base seed from this generator, not from torch's global
+        # one: creating a loader (e.g. after a resume) must not shift the training RNG stream.
+        generator=torch.Generator().manual_seed(consumed_samples),
     )

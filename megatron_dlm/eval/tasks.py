@@ -13,10 +13,8 @@ and is (re)written at run time: ``write_task_configs(dir)`` then
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,21 +26,13 @@ TASKS = ("humaneval_offline", "python_nextline_mc")
 def default_mc_files() -> list[Path]:
     """Held-out source files for the multiple-choice task.
 
-    The quickstart corpus's validation split when that helper is available (so the task is not
-    in the training data), else a fixed hash-selected slice of the standard library.
+    The quickstart corpus's validation split of the standard library (by file, as
+    ``tools/preprocess_data.py --stdlib --corpus-split valid``), so the task is not in the
+    quickstart's training data.
     """
-    try:
-        from megatron_dlm.data.corpus import collect_corpus
+    from megatron_dlm.data.corpus import collect_corpus
 
-        corpus = collect_corpus(valid_fraction=0.1)
-        files = [Path(f.path) for f in corpus.valid]
-        if files:
-            return files
-    except (ImportError, TypeError, AttributeError):
-        pass
-    root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in root.glob("*.py"))
-    return [p for p in files if hashlib.sha256(p.name.encode()).digest()[0] < 26]
+    return [Path(f.path) for f in collect_corpus(stdlib=True, split="valid")]
 
 
 def _candidate_lines(text: str) -> list[int]:

@@ -305,13 +305,25 @@ class _MegatronCoreFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
+_TYPED_AS_CUDA_DEPTH = 0
+
+
 @contextlib.contextmanager
 def _cpu_tensors_typed_as_cuda():
     """Make ``tensor.type()`` report ``torch.cuda.*`` names for CPU tensors.
 
     The optimizer and grad clipping dispatch on ``param.type() == 'torch.cuda.FloatTensor'``
-    (optimizer.py, distrib_optimizer.py, clip_grads.py) and raise for anything else.
+    (optimizer.py, distrib_optimizer.py, clip_grads.py) and raise for anything else. Re-entrant:
+    the wrapped functions call each other.
     """
+    global _TYPED_AS_CUDA_DEPTH
+    if _TYPED_AS_CUDA_DEPTH:
+        _TYPED_AS_CUDA_DEPTH += 1
+        try:
+            yield
+        finally:
+            _TYPED_AS_CUDA_DEPTH -= 1
+        return
     original = torch.Tensor.type
 
     def cuda_type(self, dtype=None, non_blocking=False, **kwargs):
@@ -321,9 +333,11 @@ def _cpu_tensors_typed_as_cuda():
         return original(self, dtype, non_blocking, **kwargs)
 
     torch.Tensor.type = cuda_type
+    _TYPED_AS_CUDA_DEPTH = 1
     try:
         yield
     finally:
+        _TYPED_AS_CUDA_DEPTH = 0
         torch.Tensor.type = original
 
 

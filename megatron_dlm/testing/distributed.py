@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 DEFAULT_TIMEOUT_S = 240.0
+_DIED = "the worker process died (killed or crashed)"
 
 
 class DistributedTestError(AssertionError):
@@ -144,8 +145,16 @@ def run_distributed(
 
     pool = _pool(world_size)
     port = free_port()
-    for conn in pool.conns:
-        conn.send((fn, tuple(args), dict(kwargs or {}), port))
+    task = (fn, tuple(args), dict(kwargs or {}), port)
+    try:
+        for conn in pool.conns:
+            conn.send(task)
+    except (BrokenPipeError, OSError):  # a worker died since the last call: start afresh
+        _POOLS.pop(world_size, None)
+        pool.close(kill=True)
+        pool = _pool(world_size)
+        for conn in pool.conns:
+            conn.send(task)
     results: dict[int, Any] = {}
     errors: dict[int, str] = {}
     deadline = time.monotonic() + timeout
@@ -166,13 +175,13 @@ def run_distributed(
             try:
                 status, payload = conn.recv()
             except (EOFError, OSError):
-                status, payload = "error", "the worker process died (killed or crashed)"
+                status, payload = "error", _DIED
             (results if status == "ok" else errors)[rank] = payload
         if errors and pending:
             # Peers of a failed rank usually block in a collective: give them a moment only.
             deadline = min(deadline, time.monotonic() + 10)
     if errors:
-        if not pool.alive():
+        if _DIED in errors.values() or not pool.alive():
             _POOLS.pop(world_size, None)
             pool.close(kill=True)
         first = min(errors)

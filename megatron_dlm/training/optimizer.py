@@ -10,7 +10,7 @@ from megatron.core.optimizer import OptimizerConfig as MCoreOptimizerConfig
 from megatron.core.optimizer import clip_grads, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-from megatron_dlm.config import DLMConfig
+from megatron_dlm.config import ConfigError, DLMConfig
 
 
 def build_optimizer(cfg: DLMConfig, model: list[torch.nn.Module]):
@@ -57,6 +57,11 @@ def schedule_steps(cfg: DLMConfig, train_iters: int) -> ScheduleSteps:
         warmup = int(opt.lr_warmup_fraction * decay)
     else:
         warmup = opt.lr_warmup_iters
+    if warmup >= decay:
+        raise ConfigError(
+            f"the warmup ({warmup} steps: --lr-warmup-iters/--lr-warmup-fraction) must be "
+            f"shorter than the decay ({decay} steps: --lr-decay-iters, default --train-iters)"
+        )
     wsd = None
     if opt.lr_decay_style == "WSD":
         if opt.lr_wsd_decay_iters is not None:

@@ -31,6 +31,14 @@ def run_directory(cfg: DLMConfig) -> Path:
     return Path("runs") / (log.wandb_exp_name or "run")
 
 
+def has_checkpoint(path: str) -> bool:
+    """A checkpoint root with a tracker, or one ``iter_*`` checkpoint directory."""
+    path = Path(path)
+    return (path / "metadata.json").is_file() or (
+        path.is_dir() and read_tracker(path) is not None
+    )
+
+
 def length_multiple(cfg: DLMConfig) -> int:
     """What a (randomly truncated) sequence length must divide by for this layout."""
     parallel = cfg.parallel
@@ -83,7 +91,7 @@ def pretrain(cfg: DLMConfig) -> TrainState:
         state = TrainState()
         tok_info = tokenizer_info(tokenizer)
         load = cfg.checkpoint.load
-        if load and Path(load).exists() and read_tracker(load) is not None:
+        if load and has_checkpoint(load):
             state = load_checkpoint(
                 load,
                 model,

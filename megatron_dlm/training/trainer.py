@@ -208,8 +208,9 @@ class Trainer:
                     raise TrainingAborted(
                         f"{consecutive_skips} consecutive steps had NaN/Inf loss or gradients "
                         f"(--max-skipped-iters {cfg.training.max_skipped_iters}); stopping at "
-                        f"iteration {state.iteration}. The last checkpoint in "
-                        f"{cfg.checkpoint.save or '(no --save)'} predates the problem."
+                        f"iteration {state.iteration}. Skipped steps leave the weights unchanged, "
+                        f"so the last checkpoint in {cfg.checkpoint.save or '(no --save)'} holds "
+                        "weights from before the problem."
                     )
                 interval = cfg.training.eval_interval
                 if interval and state.iteration % interval == 0 and self.valid_data is not None:
