@@ -14,7 +14,7 @@
     # use it (no megatron_dlm needed)
     from transformers import AutoModelForMaskedLM, AutoTokenizer     # AR: AutoModelForCausalLM
     model = AutoModelForMaskedLM.from_pretrained(DIR, trust_remote_code=True)
-    tok = AutoTokenizer.from_pretrained(DIR)
+    tok = AutoTokenizer.from_pretrained(DIR, trust_remote_code=True)
     out = model.generate(tok("def fib(n):", return_tensors="pt").input_ids, max_new_tokens=64)
 
 Runs in one process (python, not torchrun): the checkpoint is resharded to TP=PP=EP=1 by

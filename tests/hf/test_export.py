@@ -99,7 +99,7 @@ for path in sys.argv[1:]:
         wrong_head = "loaded"
     except (ValueError, KeyError) as exc:
         wrong_head = "refused"
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
     ids = tok("w5 w6 w7 w8", return_tensors="pt").input_ids
     with torch.no_grad():
         logits = model(input_ids=ids).logits
@@ -187,3 +187,28 @@ def test_generation_options(exported_dlm):
         model.sampling_options(num_beams=4)
     with pytest.raises(ValueError, match="--steps"):
         model.sampling_options(max_new_tokens=16, block_length=8, steps=3)
+
+
+def test_tools_generate_and_eval_backend_read_the_export(exported_dlm, capsys):
+    """tools/generate.py --hf and lm-eval's backend (megatron_dlm.eval) use the folder."""
+    import importlib.util
+
+    from megatron_dlm.eval.backends import load_backend
+
+    path = workers.ROOT / "tools/generate.py"
+    spec = importlib.util.spec_from_file_location("generate_tool", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    argv = ["--hf", str(exported_dlm.export), "--prompt", "w5 w6 w7", "--gen-length", "8",
+            "--steps", "8", "--block-length", "8", "--device", "cpu"]  # fmt: skip
+    assert tool.main(argv) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["prompt"] == "w5 w6 w7" and record["forward_passes"] >= 1
+
+    backend = load_backend(str(exported_dlm.export), device="cpu")
+    assert backend.bidirectional and backend.max_length == 32
+    assert (backend.mask_id, backend.eos_id, backend.pad_id, backend.vocab_size) == (99, 1, 0, 100)
+    assert backend.tokenize("w5 w6") == [5, 6]
+    tokens, valid = batch()
+    expected = _logits(load_exported(exported_dlm.export), tokens, valid)
+    torch.testing.assert_close(backend.logits_fn(tokens, valid)[valid], expected[valid], **TOL)
