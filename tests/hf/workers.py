@@ -189,3 +189,26 @@ def megatron_rope(x: torch.Tensor, kv_channels: int, rotary_percent: float, base
         kv_channels, rotary_percent, rotary_base=base, use_cpu_initialization=True, cp_group=None
     )
     return _apply_rotary_pos_emb_bshd(x, rope.get_emb(x.shape[0]))
+
+
+def import_export(hf_dir: str, save: str) -> str:
+    """tools/convert_hf_to_megatron.py's library call."""
+    from megatron_dlm.hf.to_megatron import import_hf_folder
+
+    return str(import_hf_folder(hf_dir, save, iteration=3))
+
+
+def load_for_training(cfg_dict: dict, root: str, tokens: torch.Tensor, valid: torch.Tensor):
+    """Load ``root`` as training does (--finetune) at ``cfg_dict``'s layout; full logits."""
+    from megatron_dlm.models.provider import build_model
+    from megatron_dlm.runtime.distributed import init_distributed
+    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
+    from megatron_dlm.training.checkpointing import load_checkpoint
+
+    cfg = DLMConfig.from_dict(cfg_dict)
+    init_distributed(cfg.parallel, seed=5)
+    (model,) = build_model(cfg, VOCAB)
+    load_checkpoint(root, [model], config=cfg.to_dict(), tokenizer=None, finetune=True)
+    model.eval()
+    fn = megatron_logits_fn(model, bidirectional=cfg.objective.bidirectional)
+    return fn(tokens, valid)[..., : VOCAB.size]
