@@ -309,7 +309,8 @@ def verify_existing_export(
     output = Path(output)
     if not (output / "config.json").is_file():
         raise ExportError(f"{output} is not an exported folder (no config.json)")
-    dtype = json.loads((output / "config.json").read_text()).get("dtype") or "float32"
+    saved = json.loads((output / "config.json").read_text())
+    dtype = saved.get("dtype") or saved.get("torch_dtype") or "float32"  # v5 / v4 key
     with single_process():
         loaded = load_checkpoint_for_export(load)
         rounding = DTYPES.get(str(dtype).replace("torch.", ""))
