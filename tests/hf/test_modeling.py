@@ -118,3 +118,29 @@ def test_shipped_code_needs_only_torch_and_transformers():
         }
         # transformers copies `from .x import` files next to the modeling file: they must ship.
         assert {f"{m}.py" for m in relative if m} <= set(CODE_FILES), (name, relative)
+
+
+def test_config_mapping_and_refusals():
+    from megatron_dlm.config import DLMConfig, ModelConfig, ObjectiveConfig
+    from megatron_dlm.hf.convert import ExportError, hf_config_from_megatron
+
+    record = {"vocab_size": 10, "mask_id": 9, "eod": 1, "pad": 0}
+    cfg = DLMConfig(
+        model=ModelConfig(
+            num_query_groups=2, kv_channels=24, untie_embeddings_and_output_weights=True
+        ),
+        objective=ObjectiveConfig(objective="ar"),
+    )
+    config = hf_config_from_megatron(cfg, record)
+    assert (config.num_key_value_heads, config.head_dim, config.tie_word_embeddings) == (
+        2,
+        24,
+        False,
+    )
+    assert config.is_causal and config.architectures == ["MegatronDLMForCausalLM"]
+    assert config.auto_map["AutoModelForCausalLM"] == "modeling_megatron_dlm.MegatronDLMForCausalLM"
+    moe_with_bias = DLMConfig(model=ModelConfig(num_experts=2, disable_bias_linear=False))
+    with pytest.raises(ExportError, match="MoE models with linear biases"):
+        hf_config_from_megatron(moe_with_bias, record)
+    with pytest.raises(ValueError, match="contradicts"):
+        MegatronDLMConfig(objective="dlm", is_causal=True)
