@@ -223,6 +223,7 @@ def write_export(
                 "pad_token": loaded.vocab.pad_id,
             },
             model_max_length=config.max_position_embeddings,
+            vocab_sha256=loaded.tokenizer.get("sha256"),
         )
     provenance = {
         "source_checkpoint": str(loaded.directory.resolve()),

@@ -39,6 +39,7 @@ def export_tokenizer(
     vocab_size: int | None = None,
     special_ids: dict[str, int] | None = None,
     model_max_length: int | None = None,
+    vocab_sha256: str | None = None,
 ) -> list[str]:
     """Write ``tokenizer.json`` and ``tokenizer_config.json`` into ``output_dir``.
 
@@ -51,6 +52,9 @@ def export_tokenizer(
         special_ids: ``{"mask_token": id, "eos_token": id, "pad_token": id}`` for a written
             ``tokenizer_config.json``, and checked against the tokenizer.
         model_max_length: recorded in a written ``tokenizer_config.json``.
+        vocab_sha256: the fingerprint the checkpoint recorded
+            (:func:`megatron_dlm.data.tokenizer.vocab_sha256`); the exported vocabulary must
+            have it.
 
     Returns:
         The file names written.
@@ -74,7 +78,9 @@ def export_tokenizer(
             shutil.copyfile(beside, output_dir / TOKENIZER_CONFIG_FILE)
     else:
         _export_sentencepiece(path, output_dir)
-    tokens = _check_vocabulary(output_dir / TOKENIZER_FILE, vocab_size, special_ids or {})
+    tokens = _check_vocabulary(
+        output_dir / TOKENIZER_FILE, vocab_size, special_ids or {}, vocab_sha256
+    )
     if not (output_dir / TOKENIZER_CONFIG_FILE).is_file():
         config = {
             "tokenizer_class": "PreTrainedTokenizerFast",
@@ -97,17 +103,38 @@ def _export_sentencepiece(model_file: Path, output_dir: Path) -> None:
             "installation lacks. Pass --tokenizer-model with the tokenizer.json of the same "
             "vocabulary, or --skip-tokenizer"
         ) from exc
+    model_type = sentencepiece_model_type(model_file)
     with tempfile.TemporaryDirectory(dir=output_dir) as scratch:
-        written = export_hf_tokenizer(model_file, Path(scratch) / "tokenizer")
+        written = export_hf_tokenizer(model_file, Path(scratch) / "tokenizer", model_type)
         for name in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE):
             if (Path(written) / name).is_file():
                 shutil.move(str(Path(written) / name), output_dir / name)
 
 
+def sentencepiece_model_type(model_file: Path) -> str:
+    """``bpe`` or ``unigram``: the algorithm recorded in a sentencepiece model's trainer spec."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError:  # protobuf missing: tools/train_tokenizer.py's default
+        return "bpe"
+    proto = sentencepiece_model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(model_file.read_bytes())
+    except Exception as exc:
+        raise TokenizerExportError(f"{model_file} is not a sentencepiece model ({exc})") from exc
+    kind = sentencepiece_model_pb2.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type)
+    if kind not in ("BPE", "UNIGRAM"):
+        raise TokenizerExportError(f"{model_file}: {kind} sentencepiece models are not supported")
+    return kind.lower()
+
+
 def _check_vocabulary(
-    tokenizer_file: Path, vocab_size: int | None, special_ids: dict[str, int]
+    tokenizer_file: Path,
+    vocab_size: int | None,
+    special_ids: dict[str, int],
+    expected_sha256: str | None = None,
 ) -> dict[str, str]:
-    """Check size and special ids; return the special tokens' strings by role."""
+    """Check size, fingerprint and special ids; return the special tokens' strings by role."""
     from tokenizers import Tokenizer
 
     try:
@@ -120,6 +147,16 @@ def _check_vocabulary(
             f"the tokenizer has {size} tokens but the model was trained with {vocab_size}: "
             "pass the tokenizer the checkpoint was trained with (--tokenizer-model)"
         )
+    if expected_sha256:
+        from megatron_dlm.data.tokenizer import vocab_sha256
+
+        pieces = [tokenizer.id_to_token(i) for i in range(size)]
+        if vocab_sha256(pieces) != expected_sha256:
+            raise TokenizerExportError(
+                f"{tokenizer_file}: the vocabulary differs from the one the model was trained "
+                "with (its sha256 fingerprint does not match the checkpoint's): pass the "
+                "tokenizer the checkpoint was trained with (--tokenizer-model)"
+            )
     tokens = {}
     for role, token_id in special_ids.items():
         token = tokenizer.id_to_token(token_id)

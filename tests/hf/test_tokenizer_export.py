@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
+from megatron_dlm.hf import tokenizer_export
 from megatron_dlm.hf.tokenizer_export import TokenizerExportError, export_tokenizer
 from tests.hf.conftest import write_tokenizer_json
 
@@ -62,8 +64,8 @@ def test_sentencepiece_goes_through_the_data_converter(tmp_path, monkeypatch):
     """The wiring to megatron_dlm.data.hf_tokenizer.export_hf_tokenizer(model, folder)."""
     calls = []
 
-    def export_hf_tokenizer(model_file, output_dir):
-        calls.append(model_file)
+    def export_hf_tokenizer(model_file, output_dir, model_type="bpe"):
+        calls.append((model_file, model_type))
         output_dir.mkdir()
         write_tokenizer_json(output_dir / "tokenizer.json")
         (output_dir / "tokenizer_config.json").write_text('{"tokenizer_class": "X"}')
@@ -72,10 +74,43 @@ def test_sentencepiece_goes_through_the_data_converter(tmp_path, monkeypatch):
     fake = types.ModuleType("megatron_dlm.data.hf_tokenizer")
     fake.export_hf_tokenizer = export_hf_tokenizer
     monkeypatch.setitem(sys.modules, "megatron_dlm.data.hf_tokenizer", fake)
+    monkeypatch.setattr(tokenizer_export, "sentencepiece_model_type", lambda path: "unigram")
     model = tmp_path / "sp.model"
     model.write_bytes(b"sentencepiece")
     out = tmp_path / "out"
     out.mkdir()
     export_tokenizer(model, "SentencePieceTokenizer", out, vocab_size=100, special_ids=SPECIAL)
-    assert calls == [model]
+    assert calls == [(model, "unigram")]
     assert sorted(p.name for p in out.iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
+
+
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_sentencepiece_model_exports_exactly(tmp_path, model_type):
+    """A real sentencepiece model (our trainer's settings) -> tokenizer.json, same ids."""
+    import textwrap as sample_module
+
+    import sentencepiece
+    from transformers import AutoTokenizer
+
+    from megatron_dlm.data.tokenizer import DLMTokenizer
+    from megatron_dlm.data.tokenizer_training import SentencePieceOptions, train_sentencepiece
+
+    texts = [Path(sample_module.__file__).read_text(encoding="utf-8"), json.__doc__ or "x"]
+    options = SentencePieceOptions(vocab_size=400, model_type=model_type, num_threads=1)
+    model = train_sentencepiece(texts, tmp_path / "sp", options)
+    dlm = DLMTokenizer(model)
+    out = tmp_path / "out"
+    out.mkdir()
+    special = {"mask_token": dlm.mask_id, "eos_token": dlm.eod, "pad_token": dlm.pad}
+    export_tokenizer(model, "SentencePieceTokenizer", out, vocab_size=dlm.vocab_size,
+                     special_ids=special, vocab_sha256=dlm.vocab_sha256)  # fmt: skip
+    tok = AutoTokenizer.from_pretrained(out)
+    text = "def wrap(text, width=70):\n    return ['é中', text]  # ✓\n"
+    expected = sentencepiece.SentencePieceProcessor(model_file=str(model)).encode(text)
+    assert tok(text, add_special_tokens=False).input_ids == expected
+    assert tok.decode(expected) == text
+    assert (tok.mask_token_id, tok.eos_token_id, tok.pad_token_id) == (
+        dlm.mask_id, dlm.eod, dlm.pad,
+    )  # fmt: skip
+    with pytest.raises(TokenizerExportError, match="sha256 fingerprint does not match"):
+        export_tokenizer(out, None, tmp_path, vocab_sha256="0" * 64)
