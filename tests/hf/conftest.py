@@ -55,12 +55,14 @@ CASES = {
         ),
     ),
     # MoE layer 0 (softmax over the top-2, shared expert) on stage 0, dense layer 1 on stage 1;
-    # partial RoPE, QKV bias, untied.
+    # partial RoPE, QKV bias, untied. (A DLM at PP>1 has variable sequence lengths, which
+    # megatron-core's allgather dispatcher refuses.)
     "dlm_moe_pp2": (
         PP2,
         "dlm",
         dict(
             num_experts=4,
+            moe_token_dispatcher_type="alltoall",
             moe_ffn_hidden_size=48,
             moe_shared_expert_intermediate_size=40,
             moe_layer_freq=2,
