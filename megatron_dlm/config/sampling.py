@@ -1,73 +1,9 @@
-"""Generation options shared by tools/generate.py, the HF model's generate() and lm-eval."""
+"""Generation options: :class:`SamplingConfig`, defined in :mod:`megatron_dlm.sampling.options`.
 
-from __future__ import annotations
+The definition lives with the sampler because it ships (standard library only) inside exported
+Hugging Face folders; this module keeps it reachable beside the other config sections.
+"""
 
-from dataclasses import dataclass
-from typing import Literal
+from megatron_dlm.sampling.options import SamplingConfig
 
-from megatron_dlm.config.base import require
-
-
-@dataclass
-class SamplingConfig:
-    """Iterative denoising (DLM) and left-to-right (AR) sampling."""
-
-    gen_length: int = 128
-    """Tokens to generate after each prompt."""
-    steps: int = 128
-    """Denoising steps in total (split equally over the blocks). With --threshold it is an upper
-    bound: a block ends as soon as it has no masked position left."""
-    block_length: int = 32
-    """Semi-autoregressive block length: blocks are decoded left to right, the positions inside
-    a block in parallel. --gen-length must be a multiple of it."""
-    remasking: Literal["low_confidence", "random", "margin", "entropy"] = "low_confidence"
-    """Which masked positions to commit at each step: highest probability of the sampled token,
-    random, largest top-1 minus top-2 probability, or lowest entropy."""
-    threshold: float | None = None
-    """Confidence-threshold parallel decoding: commit every masked position of the current block
-    whose confidence exceeds this (at least one per step) instead of a fixed count."""
-    temperature: float = 0.0
-    """Sampling temperature (Gumbel-max in float64); 0 is greedy."""
-    top_k: int | None = None
-    """Sample only among the k most likely tokens."""
-    top_p: float | None = None
-    """Sample only from the smallest set of tokens with cumulative probability >= p."""
-    cfg_scale: float = 0.0
-    """Classifier-free guidance: logits = u + (s + 1)(c - u), u from the prompt fully masked."""
-    stop_at_eos: bool = True
-    """Stop a sequence once its current block is complete and holds an end-of-sequence token."""
-    truncate_after_eos: bool = True
-    """Drop everything after the first end-of-sequence token from the output."""
-    suppress_early_eos: bool = False
-    """Give end-of-sequence tokens zero confidence until the last block, so they are not
-    committed early (a known failure: EOS floods in the first blocks)."""
-    seed: int = 0
-    """Seed for sampling noise and random remasking (per prompt, independent of the batch)."""
-
-    def __post_init__(self):
-        require(self.gen_length >= 1, "--gen-length must be >= 1")
-        require(self.block_length >= 1, "--block-length must be >= 1")
-        require(
-            self.gen_length % self.block_length == 0,
-            f"--gen-length ({self.gen_length}) must be divisible by --block-length "
-            f"({self.block_length})",
-        )
-        blocks = self.gen_length // self.block_length
-        require(
-            self.steps >= blocks and self.steps % blocks == 0,
-            f"--steps ({self.steps}) must be a positive multiple of the number of blocks "
-            f"({blocks} = --gen-length {self.gen_length} / --block-length {self.block_length})",
-        )
-        require(self.temperature >= 0, "--temperature must be >= 0")
-        require(self.top_k is None or self.top_k >= 1, "--top-k must be >= 1")
-        require(self.top_p is None or 0 < self.top_p <= 1, "--top-p must be in (0, 1]")
-        require(self.threshold is None or 0 < self.threshold < 1, "--threshold must be in (0, 1)")
-        require(self.cfg_scale >= 0, "--cfg-scale must be >= 0")
-
-    @property
-    def num_blocks(self) -> int:
-        return self.gen_length // self.block_length
-
-    @property
-    def steps_per_block(self) -> int:
-        return self.steps // self.num_blocks
+__all__ = ["SamplingConfig"]

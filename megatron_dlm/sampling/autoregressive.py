@@ -6,14 +6,14 @@ from collections.abc import Sequence
 
 import torch
 
-from megatron_dlm.config.sampling import SamplingConfig
-from megatron_dlm.sampling.common import (
+from .common import (
     GenerationOutput,
     LogitsFn,
     check_prompts,
     left_pad,
     sample_tokens,
 )
+from .options import SamplingConfig
 
 
 @torch.no_grad()

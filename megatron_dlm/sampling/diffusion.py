@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 import torch
 
-from megatron_dlm.config.sampling import SamplingConfig
-from megatron_dlm.sampling.common import (
+from .common import (
     GenerationOutput,
     LogitsFn,
     check_prompts,
     left_pad,
     sample_tokens,
 )
+from .options import SamplingConfig
 
 
 def transfer_schedule(block_length: int, steps: int) -> list[int]:

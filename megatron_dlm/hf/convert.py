@@ -1,0 +1,319 @@
+"""Megatron-DLM checkpoint (any TP/PP/EP layout) -> Hugging Face folder.
+
+    <output>/
+      config.json                     MegatronDLMConfig with auto_map (trust_remote_code)
+      generation_config.json          sampler defaults (max_new_tokens, steps, block_length, ...)
+      model.safetensors               or model-0000N-of-0000M.safetensors + index when large
+      configuration_megatron_dlm.py   this package's config and modeling code
+      modeling_megatron_dlm.py
+      options.py common.py            Megatron-DLM's sampler (torch only), used by generate()
+      diffusion.py autoregressive.py
+      tokenizer.json                  a tokenizers JSON (AutoTokenizer: PreTrainedTokenizerFast)
+      tokenizer_config.json
+      megatron_dlm.json               provenance: training config, tokenizer record, iteration
+
+The folder is written under a temporary name next to ``output`` and renamed when complete (and,
+with ``verify``, checked), so an interrupted or failed conversion never leaves a half-written
+export behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from megatron_dlm.config import DLMConfig
+from megatron_dlm.hf.configuration_megatron_dlm import MegatronDLMConfig
+from megatron_dlm.hf.megatron_checkpoint import (
+    LoadedCheckpoint,
+    load_checkpoint_for_export,
+    single_process,
+)
+from megatron_dlm.hf.verify import DEFAULT_RTOL, VerifyReport, verify_export
+from megatron_dlm.hf.weights import megatron_to_hf
+from megatron_dlm.sampling import STANDALONE_MODULES, SamplingConfig
+
+logger = logging.getLogger(__name__)
+
+HF_DIR = Path(__file__).resolve().parent
+SAMPLING_DIR = HF_DIR.parent / "sampling"
+CODE_FILES = {
+    "configuration_megatron_dlm.py": HF_DIR / "configuration_megatron_dlm.py",
+    "modeling_megatron_dlm.py": HF_DIR / "modeling_megatron_dlm.py",
+    **{f"{name}.py": SAMPLING_DIR / f"{name}.py" for name in STANDALONE_MODULES},
+}
+"""Code shipped in every export: file name in the folder -> source file."""
+PROVENANCE_FILE = "megatron_dlm.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class ExportError(ValueError):
+    """The export cannot be written: bad output folder or an unsupported model."""
+
+
+class VerificationError(RuntimeError):
+    """The exported model's logits differ from the Megatron model's."""
+
+    def __init__(self, report: VerifyReport):
+        super().__init__(str(report))
+        self.report = report
+
+
+@dataclass
+class ExportResult:
+    output: Path
+    config: MegatronDLMConfig
+    files: list[str]
+    verify: VerifyReport | None = None
+
+
+def hf_config_from_megatron(cfg: DLMConfig, tokenizer: dict) -> MegatronDLMConfig:
+    """The HF configuration of a training config and its checkpoint's tokenizer record."""
+    m = cfg.model
+    if m.is_moe and not m.disable_bias_linear:
+        raise ExportError(
+            "MoE models with linear biases (--no-disable-bias-linear) cannot be exported: "
+            "megatron-core's expert bias paths are not reproduced by the Hugging Face model"
+        )
+    objective = cfg.objective.objective
+    config = MegatronDLMConfig(
+        vocab_size=tokenizer["vocab_size"],
+        hidden_size=m.hidden_size,
+        intermediate_size=m.ffn_hidden_size,
+        num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_attention_heads,
+        num_key_value_heads=m.num_query_groups,
+        head_dim=m.kv_channels,
+        max_position_embeddings=m.max_position_embeddings,
+        position_embedding_type=m.position_embedding_type,
+        rotary_base=m.rotary_base,
+        rotary_percent=m.rotary_percent,
+        normalization=m.normalization,
+        norm_epsilon=m.norm_epsilon,
+        swiglu=m.swiglu,
+        qk_layernorm=m.qk_layernorm,
+        add_bias_linear=not m.disable_bias_linear,
+        add_qkv_bias=m.add_qkv_bias,
+        objective=objective,
+        mask_token_id=tokenizer["mask_id"],
+        pad_token_id=tokenizer["pad"],
+        eos_token_id=tokenizer["eod"],
+        tie_word_embeddings=not m.untie_embeddings_and_output_weights,
+        num_experts=m.num_experts,
+        moe_router_topk=m.moe_router_topk,
+        moe_ffn_hidden_size=m.moe_ffn_hidden_size,
+        moe_shared_expert_intermediate_size=m.moe_shared_expert_intermediate_size,
+        moe_layer_freq=m.moe_layer_freq,
+        moe_router_score_function=m.moe_router_score_function,
+        moe_router_pre_softmax=m.moe_router_pre_softmax,
+        hidden_dropout=m.hidden_dropout,
+        attention_dropout=m.attention_dropout,
+        initializer_range=m.init_method_std,
+    )
+    head = "AutoModelForMaskedLM" if objective == "dlm" else "AutoModelForCausalLM"
+    model_class = model_class_name(config)
+    config.architectures = [model_class]
+    config.auto_map = {
+        "AutoConfig": "configuration_megatron_dlm.MegatronDLMConfig",
+        "AutoModel": "modeling_megatron_dlm.MegatronDLMModel",
+        head: f"modeling_megatron_dlm.{model_class}",
+    }
+    return config
+
+
+def model_class_name(config: MegatronDLMConfig) -> str:
+    return "MegatronDLMForCausalLM" if config.is_causal else "MegatronDLMForMaskedLM"
+
+
+def generation_config_for(config: MegatronDLMConfig, options: SamplingConfig | None = None):
+    """generation_config.json: the sampler's defaults under HF names where HF has them."""
+    from transformers import GenerationConfig
+
+    values = {
+        k: v for k, v in dataclasses.asdict(options or SamplingConfig()).items() if v is not None
+    }
+    temperature = values.pop("temperature")
+    values["max_new_tokens"] = values.pop("gen_length")
+    if temperature > 0:
+        values.update(do_sample=True, temperature=temperature)
+    else:
+        values["do_sample"] = False
+    return GenerationConfig(
+        pad_token_id=config.pad_token_id,
+        eos_token_id=config.eos_token_id,
+        mask_token_id=config.mask_token_id,
+        **values,
+    )
+
+
+def write_weights(
+    megatron_state: dict[str, torch.Tensor],
+    config: MegatronDLMConfig,
+    directory: Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    max_shard_size: str | int = "5GB",
+) -> None:
+    """Map ``megatron_state`` (TP=1 names) to the HF model and ``save_pretrained`` it.
+
+    The model is built on the meta device and given the mapped tensors, so no memory or time is
+    spent on a random initialisation. Writes config.json and the safetensors file(s).
+    """
+    from megatron_dlm.hf import modeling_megatron_dlm as modeling
+
+    tensors = {
+        k: v.to(dtype).contiguous() for k, v in megatron_to_hf(megatron_state, config).items()
+    }
+    config.dtype = dtype
+    with torch.device("meta"):
+        model = getattr(modeling, model_class_name(config))(config)
+    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
+    expected_missing = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    if unexpected or set(missing) != expected_missing:
+        raise ExportError(
+            f"the mapped weights do not fit the Hugging Face model: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.save_pretrained(directory, max_shard_size=max_shard_size)
+
+
+def write_export(
+    loaded: LoadedCheckpoint,
+    directory: Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    max_shard_size: str | int = "5GB",
+    tokenizer_model: str | None = None,
+    skip_tokenizer: bool = False,
+) -> tuple[MegatronDLMConfig, list[str]]:
+    """Write every file of the export into ``directory`` (which must exist and be empty)."""
+    from megatron_dlm.hf.tokenizer_export import export_tokenizer
+
+    config = hf_config_from_megatron(loaded.config, loaded.tokenizer)
+    write_weights(
+        loaded.state_dict(), config, directory, dtype=dtype, max_shard_size=max_shard_size
+    )
+    generation_config_for(config).save_pretrained(directory)
+    for name, source in CODE_FILES.items():
+        shutil.copyfile(source, directory / name)
+    if not skip_tokenizer:
+        path = tokenizer_model or loaded.tokenizer.get("path")
+        if not path:
+            raise ExportError(
+                "the checkpoint records no tokenizer path: pass --tokenizer-model PATH "
+                "(tokenizer.json or sentencepiece .model) or --skip-tokenizer"
+            )
+        export_tokenizer(
+            path,
+            None if tokenizer_model else loaded.tokenizer.get("type"),
+            directory,
+            vocab_size=loaded.vocab.size,
+            special_ids={
+                "mask_token": loaded.vocab.mask_id,
+                "eos_token": loaded.vocab.eod_id,
+                "pad_token": loaded.vocab.pad_id,
+            },
+            model_max_length=config.max_position_embeddings,
+            vocab_sha256=loaded.tokenizer.get("sha256"),
+        )
+    provenance = {
+        "source_checkpoint": str(loaded.directory.resolve()),
+        "iteration": loaded.iteration,
+        "tokenizer": loaded.tokenizer,
+        "megatron_config": loaded.config.to_dict(),
+        "padded_vocab_size": loaded.model.embedding.word_embeddings.weight.shape[0],
+    }
+    text = json.dumps(provenance, indent=2, default=str) + "\n"
+    (directory / PROVENANCE_FILE).write_text(text, encoding="utf-8")
+    return config, sorted(p.name for p in directory.iterdir())
+
+
+def check_output_dir(output: Path) -> None:
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ExportError(
+            f"--output {output} already exists and is not empty: choose a new folder (the "
+            "converter never overwrites an export)"
+        )
+
+
+def convert_checkpoint(
+    load: str | Path,
+    output: str | Path,
+    *,
+    dtype: str = "float32",
+    tokenizer_model: str | None = None,
+    skip_tokenizer: bool = False,
+    verify: bool = False,
+    verify_rtol: float = DEFAULT_RTOL,
+    max_shard_size: str | int = "5GB",
+) -> ExportResult:
+    """Export the checkpoint ``load`` (any saved layout) to the new folder ``output``.
+
+    Runs in this process (a one-process torch.distributed world is created if none exists).
+
+    Raises:
+        CheckpointError: missing or corrupt checkpoint.
+        ExportError: ``output`` is not empty, or the model cannot be exported.
+        TokenizerExportError: the tokenizer cannot be exported.
+        VerificationError: with ``verify``, the logits differ beyond the tolerance (nothing is
+            written then).
+    """
+    if dtype not in DTYPES:
+        raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    output = Path(output)
+    check_output_dir(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        with single_process():
+            loaded = load_checkpoint_for_export(load)
+            config, files = write_export(
+                loaded,
+                partial,
+                dtype=DTYPES[dtype],
+                max_shard_size=max_shard_size,
+                tokenizer_model=tokenizer_model,
+                skip_tokenizer=skip_tokenizer,
+            )
+            report = None
+            if verify:
+                rounding = DTYPES[dtype] if dtype != "float32" else None
+                report = verify_export(loaded, partial, rtol=verify_rtol, round_weights_to=rounding)
+                logger.info("%s", report)
+                if not report.ok:
+                    raise VerificationError(report)
+        check_output_dir(output)
+        if output.exists():
+            output.rmdir()  # empty (checked above)
+        partial.rename(output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    logger.info("exported %s -> %s", load, output)
+    return ExportResult(output=output, config=config, files=files, verify=report)
+
+
+def verify_existing_export(
+    load: str | Path, output: str | Path, *, verify_rtol: float = DEFAULT_RTOL
+) -> VerifyReport:
+    """Compare an existing export with its checkpoint (nothing is written)."""
+    output = Path(output)
+    if not (output / "config.json").is_file():
+        raise ExportError(f"{output} is not an exported folder (no config.json)")
+    saved = json.loads((output / "config.json").read_text())
+    dtype = saved.get("dtype") or saved.get("torch_dtype") or "float32"  # v5 / v4 key
+    with single_process():
+        loaded = load_checkpoint_for_export(load)
+        rounding = DTYPES.get(str(dtype).replace("torch.", ""))
+        rounding = None if rounding in (None, torch.float32) else rounding
+        return verify_export(loaded, output, rtol=verify_rtol, round_weights_to=rounding)

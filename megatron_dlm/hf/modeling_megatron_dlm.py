@@ -1,0 +1,555 @@
+"""Hugging Face modeling code of a Megatron-DLM model (shipped inside every exported folder).
+
+A plain PyTorch re-implementation of megatron-core's GPTModel (local layer spec) that computes
+the same logits from the converted weights:
+
+    tokens -> embedding (+ learned positions) -> N x [norm -> attention -> residual,
+    norm -> MLP or MoE -> residual] -> final norm -> output layer -> logits
+
+Attention is bidirectional for diffusion LMs (``objective == "dlm"``) and causal for the AR
+baseline. Left or right padding is handled by ``attention_mask``: padded keys are never attended
+and positions count from each row's first valid token, so a padded row computes what it would
+alone. ``generate()`` runs Megatron-DLM's own sampler (iterative denoising, or left to right for
+AR models); its files ship next to this one.
+
+Numerics follow megatron-core 0.16.1: RoPE on the first ``rotary_percent`` of each head's
+dimensions, non-interleaved (halves rotated), frequencies in float32; QK-norm per head before
+RoPE; GQA heads grouped as megatron-core splits its fused QKV (query head i uses key/value head
+i // (heads per group)); SwiGLU = silu(gate) * up; MoE routing as megatron-core's TopKRouter
+(softmax over the top-k logits, or over all experts before the top-k with pre-softmax, or
+sigmoid scores renormalised over the top-k) with the routing probability applied to each expert's
+activations before its output projection.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput, MaskedLMOutput
+
+from .configuration_megatron_dlm import MegatronDLMConfig
+
+try:  # an exported folder ships the sampler next to this file
+    from .autoregressive import autoregressive_generate
+    from .common import GenerationOutput
+    from .diffusion import diffusion_generate
+    from .options import SamplingConfig
+except ImportError:  # this file inside the megatron_dlm package
+    from megatron_dlm.sampling import (
+        GenerationOutput,
+        SamplingConfig,
+        autoregressive_generate,
+        diffusion_generate,
+    )
+
+
+def make_norm(config: MegatronDLMConfig, size: int) -> nn.Module:
+    """The normalisation layer megatron-core's local spec builds (torch RMSNorm or LayerNorm)."""
+    if config.normalization == "RMSNorm":
+        return nn.RMSNorm(size, eps=config.norm_epsilon)
+    return nn.LayerNorm(size, eps=config.norm_epsilon)
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of each token counted from its row's first valid token. [b, L] -> [b, L]."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def attention_bias(
+    attention_mask: torch.Tensor | None, causal: bool, length: int, dtype: torch.dtype, device
+) -> torch.Tensor | None:
+    """Additive attention bias [b or 1, 1, L, L]: 0 where attended, the dtype's minimum elsewhere.
+
+    Padded keys are masked; causal models also mask future keys. None when nothing is masked.
+    """
+    blocked = None
+    if attention_mask is not None and not bool(attention_mask.all()):
+        blocked = ~attention_mask.bool()[:, None, None, :]  # [b, 1, 1, L]: padded keys
+    if causal:
+        future = torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
+        blocked = future[None, None] if blocked is None else blocked | future
+    if blocked is None:
+        return None
+    bias = torch.zeros(blocked.shape, dtype=dtype, device=device)
+    return bias.masked_fill(blocked, torch.finfo(dtype).min)
+
+
+class RotaryEmbedding(nn.Module):
+    """megatron-core's RoPE: angles = position x base^(-2i/d) for the first d = head_dim x
+    rotary_percent dimensions, duplicated as [angles, angles] (non-interleaved)."""
+
+    def __init__(self, config: MegatronDLMConfig):
+        super().__init__()
+        dim = config.head_dim
+        if config.rotary_percent < 1.0:
+            dim = int(dim * config.rotary_percent)
+        self.dim = dim
+        self.base = config.rotary_base
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """Angles [b, 1, L, dim] in float32 for ``position_ids`` [b, L]."""
+        # Computed on the fly (no buffer): cheap, and never left uninitialised by meta-device
+        # loading.
+        device = position_ids.device
+        exponents = torch.arange(0, self.dim, 2, dtype=torch.float32, device=device) / self.dim
+        inv_freq = 1.0 / (self.base**exponents)
+        angles = position_ids.float()[..., None] * inv_freq  # [b, L, dim/2]
+        return torch.cat([angles, angles], dim=-1)[:, None]
+
+
+def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate the first ``angles.shape[-1]`` dims of ``x`` [b, heads, L, head_dim]."""
+    dim = angles.shape[-1]
+    rotated, passed = x[..., :dim], x[..., dim:]
+    first, second = rotated.chunk(2, dim=-1)
+    half_turned = torch.cat([-second, first], dim=-1)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    return torch.cat([rotated * cos + half_turned * sin, passed], dim=-1)
+
+
+class Attention(nn.Module):
+    """Multi-head / grouped-query self-attention with optional QK-norm and RoPE."""
+
+    def __init__(self, config: MegatronDLMConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        qkv_bias = config.add_bias_linear or config.add_qkv_bias
+        inner, kv_inner = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, inner, bias=qkv_bias)
+        self.k_proj = nn.Linear(config.hidden_size, kv_inner, bias=qkv_bias)
+        self.v_proj = nn.Linear(config.hidden_size, kv_inner, bias=qkv_bias)
+        self.o_proj = nn.Linear(inner, config.hidden_size, bias=config.add_bias_linear)
+        if config.qk_layernorm:
+            self.q_norm = make_norm(config, self.head_dim)
+            self.k_norm = make_norm(config, self.head_dim)
+        else:
+            self.q_norm = self.k_norm = None
+        self.dropout = config.attention_dropout
+
+    def forward(
+        self, x: torch.Tensor, angles: torch.Tensor | None, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``x`` [b, L, hidden], ``angles`` [b, 1, L, rot] or None, ``bias`` [b, 1, L, L]."""
+        b, length, _ = x.shape
+        q = self.q_proj(x).view(b, length, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(b, length, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(b, length, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [b, heads, L, d]
+        if angles is not None:
+            q, k = apply_rotary(q, angles), apply_rotary(k, angles)
+        group = self.num_heads // self.num_kv_heads
+        if group > 1:  # query head i reads key/value head i // group, as megatron-core
+            k = k.repeat_interleave(group, dim=1)
+            v = v.repeat_interleave(group, dim=1)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(b, length, -1))
+
+
+class MLP(nn.Module):
+    """SwiGLU (down(silu(gate(x)) * up(x))) or GELU (down(gelu(up(x)))) MLP."""
+
+    def __init__(self, config: MegatronDLMConfig, hidden: int, bias: bool):
+        super().__init__()
+        self.swiglu = config.swiglu
+        if self.swiglu:
+            self.gate_proj = nn.Linear(config.hidden_size, hidden, bias=bias)
+        self.up_proj = nn.Linear(config.hidden_size, hidden, bias=bias)
+        self.down_proj = nn.Linear(hidden, config.hidden_size, bias=bias)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` [..., hidden]; ``scale`` [...] (an expert's routing probability per token)."""
+        if self.swiglu:
+            h = F.silu(self.gate_proj(x)) * self.up_proj(x)
+        else:
+            h = F.gelu(self.up_proj(x))
+        if scale is None:
+            return self.down_proj(h)
+        # megatron-core scales an expert's activations, then adds the scaled output bias.
+        out = F.linear(h * scale[..., None].to(h.dtype), self.down_proj.weight)
+        if self.down_proj.bias is not None:
+            out = out + self.down_proj.bias * scale[..., None].to(out.dtype)
+        return out
+
+
+def route(logits: torch.Tensor, config: MegatronDLMConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """megatron-core's top-k routing. ``logits`` [n, experts] -> probs, expert ids: [n, k]."""
+    k = config.moe_router_topk
+    if config.moe_router_score_function == "softmax":
+        if config.moe_router_pre_softmax:
+            scores = torch.softmax(logits, dim=-1, dtype=torch.float32).type_as(logits)
+            return torch.topk(scores, k, dim=-1)
+        top, experts = torch.topk(logits, k, dim=-1)
+        return torch.softmax(top, dim=-1, dtype=torch.float32).type_as(logits), experts
+    scores = torch.sigmoid(logits.float()).type_as(logits)
+    probs, experts = torch.topk(scores, k, dim=-1)
+    if k > 1:
+        probs = probs / (probs.sum(dim=-1, keepdim=True) + 1e-20)
+    return probs, experts
+
+
+class MoE(nn.Module):
+    """Top-k routed experts plus an optional always-active shared expert."""
+
+    def __init__(self, config: MegatronDLMConfig):
+        super().__init__()
+        self.config = config
+        self.router = nn.Linear(config.hidden_size, config.num_experts, bias=config.add_bias_linear)
+        self.experts = nn.ModuleList(
+            MLP(config, config.moe_ffn_hidden_size, config.add_bias_linear)
+            for _ in range(config.num_experts)
+        )
+        self.shared_expert = None
+        if config.moe_shared_expert_intermediate_size:
+            self.shared_expert = MLP(
+                config, config.moe_shared_expert_intermediate_size, config.add_bias_linear
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [b, L, hidden] -> [b, L, hidden]."""
+        flat = x.reshape(-1, x.shape[-1])
+        probs, experts = route(self.router(flat), self.config)  # [n, k] each
+        out = torch.zeros_like(flat)
+        for index, expert in enumerate(self.experts):
+            tokens, slot = torch.where(experts == index)
+            if tokens.numel():
+                out.index_add_(0, tokens, expert(flat[tokens], scale=probs[tokens, slot]))
+        out = out.view_as(x)
+        if self.shared_expert is not None:
+            out = out + self.shared_expert(x)
+        return out
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm transformer layer: x + attn(norm(x)), then h + mlp(norm(h))."""
+
+    def __init__(self, config: MegatronDLMConfig, index: int):
+        super().__init__()
+        self.input_layernorm = make_norm(config, config.hidden_size)
+        self.self_attn = Attention(config)
+        self.post_attention_layernorm = make_norm(config, config.hidden_size)
+        if config.is_moe_layer(index):
+            self.mlp = MoE(config)
+        else:
+            self.mlp = MLP(config, config.intermediate_size, config.add_bias_linear)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, x, angles, bias):
+        x = x + self.dropout(self.self_attn(self.input_layernorm(x), angles, bias))
+        return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
+
+
+class MegatronDLMPreTrainedModel(PreTrainedModel):
+    config_class = MegatronDLMConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["DecoderLayer"]
+    supports_gradient_checkpointing = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
+            nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+
+class MegatronDLMModel(MegatronDLMPreTrainedModel):
+    """The transformer without the output layer: final-norm hidden states [b, L, hidden]."""
+
+    def __init__(self, config: MegatronDLMConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_positions = None
+        self.rotary = None
+        if config.position_embedding_type == "learned_absolute":
+            self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        elif config.position_embedding_type == "rope":
+            self.rotary = RotaryEmbedding(config)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        layers = range(config.num_hidden_layers)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in layers)
+        self.norm = make_norm(config, config.hidden_size)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutput | tuple:
+        """Hidden states for ``input_ids`` [b, L] (or ``inputs_embeds`` [b, L, hidden]).
+
+        Args:
+            attention_mask: [b, L], 1 (or True) for tokens, 0 for padding (either side).
+            position_ids: [b, L]; default: counted from each row's first valid token.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        b, length = x.shape[:2]
+        if position_ids is None:
+            if attention_mask is not None:
+                position_ids = positions_from_mask(attention_mask)
+            else:
+                position_ids = torch.arange(length, device=x.device).expand(b, -1)
+        if self.embed_positions is not None:
+            x = x + self.embed_positions(position_ids)
+        x = self.dropout(x)
+        angles = self.rotary(position_ids) if self.rotary is not None else None
+        bias = attention_bias(attention_mask, self.config.is_causal, length, x.dtype, x.device)
+        hidden_states = [x] if output_hidden_states else None
+        for layer in self.layers:
+            x = layer(x, angles, bias)
+            if output_hidden_states:
+                hidden_states.append(x)
+        x = self.norm(x)
+        if return_dict is False:
+            return (x, tuple(hidden_states)) if output_hidden_states else (x,)
+        return BaseModelOutput(
+            last_hidden_state=x, hidden_states=tuple(hidden_states) if hidden_states else None
+        )
+
+
+class _LanguageModel(MegatronDLMPreTrainedModel):
+    """Shared by both heads: the transformer, the output layer, and sampling."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: MegatronDLMConfig):
+        super().__init__(config)
+        self.model = MegatronDLMModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """Yes (our own ``generate``): makes transformers load generation_config.json."""
+        return True
+
+    def _logits_and_loss(self, shift: bool, labels, **inputs):
+        """(loss or None, logits [b, L, vocab], hidden states); ``shift`` for next-token CE."""
+        out = self.model(**inputs)
+        logits = self.lm_head(out.last_hidden_state)
+        loss = None
+        if labels is not None:
+            scores, targets = (logits[:, :-1], labels[:, 1:]) if shift else (logits, labels)
+            loss = F.cross_entropy(
+                scores.reshape(-1, scores.shape[-1]).float(),
+                targets.reshape(-1).to(scores.device),
+                ignore_index=-100,
+            )
+        return loss, logits, out.hidden_states
+
+    # Sampling ------------------------------------------------------------------------------
+
+    def _logits_fn(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The sampler's ``logits_fn``: CPU tensors in, float32 CPU logits [b, L, V] out."""
+        device = self.lm_head.weight.device
+        with torch.no_grad():
+            out = self(input_ids=tokens.to(device), attention_mask=valid.to(device))
+        return out.logits.float().cpu()
+
+    def sampling_options(
+        self, generation_config: GenerationConfig | None = None, **kwargs
+    ) -> SamplingConfig:
+        """Sampler options: ``generation_config`` (default: the folder's
+        generation_config.json), then ``kwargs``.
+
+        Keys are :class:`SamplingConfig` fields (``gen_length``, ``steps``, ``block_length``,
+        ``remasking``, ``threshold``, ``temperature``, ``top_k``, ``top_p``, ``cfg_scale``,
+        ``seed``, ...). Hugging Face names work too: ``max_new_tokens`` is ``gen_length``, and
+        ``do_sample=False`` means greedy (temperature 0) unless a temperature is passed here.
+        """
+        config = generation_config or self.generation_config
+        fields = set(SamplingConfig.__dataclass_fields__)
+        aliases = {"max_new_tokens": "gen_length"}
+        unknown = set(kwargs) - fields - set(aliases) - {"do_sample"}
+        if unknown:
+            raise TypeError(f"unknown generation options: {', '.join(sorted(unknown))}")
+        values = {}
+        for source in (config.to_dict() if config is not None else {}, kwargs):
+            for key, value in source.items():
+                key = aliases.get(key, key)
+                if key in fields and value is not None:
+                    values[key] = value
+        do_sample = kwargs.get("do_sample", getattr(config, "do_sample", None))
+        if do_sample is False and "temperature" not in kwargs:
+            values["temperature"] = 0.0
+        elif do_sample and not values.get("temperature"):
+            values["temperature"] = 1.0
+        return SamplingConfig(**values)
+
+    def _sample(self, prompts, options: SamplingConfig) -> GenerationOutput:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def generate_sequences(
+        self, prompts: list[list[int]], generation_config: GenerationConfig | None = None, **kwargs
+    ) -> GenerationOutput:
+        """Generate after each prompt (token ids, any lengths) with Megatron-DLM's sampler.
+
+        Returns the generated tokens per prompt (prompt excluded), with the forward passes and
+        steps each took. Options: see :meth:`sampling_options`.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self._sample(prompts, self.sampling_options(generation_config, **kwargs))
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """Hugging Face-style generation: ``input_ids`` [b, P] -> [b, P + gen_length].
+
+        The prompt of each row is its tokens where ``attention_mask`` is 1 (pad on the left, as
+        for any decoder). Generated tokens follow the last column; sequences that end early are
+        filled with ``pad_token_id``. Options: see :meth:`sampling_options`.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        keep = attention_mask.bool().cpu()
+        prompts = [row[mask].tolist() for row, mask in zip(input_ids.cpu(), keep)]
+        result = self.generate_sequences(prompts, generation_config, **kwargs)
+        width = max(len(s) for s in result.sequences)
+        new = torch.full((len(prompts), width), self.config.pad_token_id, dtype=input_ids.dtype)
+        for row, sequence in enumerate(result.sequences):
+            new[row, : len(sequence)] = torch.tensor(sequence, dtype=input_ids.dtype)
+        return torch.cat([input_ids, new.to(input_ids.device)], dim=1)
+
+
+class MegatronDLMForMaskedLM(_LanguageModel):
+    """A masked diffusion LM: bidirectional attention, logits for every position (no shift).
+
+    ``generate()`` decodes by iterative denoising (Megatron-DLM's sampler).
+    """
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput | tuple:
+        """Logits [b, L, vocab]; with ``labels`` [b, L] (-100 = ignored) the mean CE as loss."""
+        loss, logits, hidden = self._logits_and_loss(
+            False,
+            labels,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+        )
+        if return_dict is False:
+            return tuple(v for v in (loss, logits, hidden) if v is not None)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden)
+
+    def _sample(self, prompts, options: SamplingConfig) -> GenerationOutput:
+        if self.config.mask_token_id is None:
+            raise ValueError("config.mask_token_id is not set: diffusion sampling needs it")
+        return diffusion_generate(
+            self._logits_fn,
+            prompts,
+            mask_id=self.config.mask_token_id,
+            pad_id=self.config.pad_token_id,
+            eos_id=self.config.eos_token_id,
+            options=options,
+            vocab_size=self.config.vocab_size,
+            max_length=self.config.max_position_embeddings,
+        )
+
+
+class MegatronDLMForCausalLM(_LanguageModel):
+    """The matched autoregressive baseline: causal attention, next-token prediction.
+
+    ``generate()`` samples left to right with Megatron-DLM's AR sampler (no KV cache).
+    """
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutput | tuple:
+        """Logits [b, L, vocab]; with ``labels`` [b, L] the shifted next-token CE as loss."""
+        loss, logits, hidden = self._logits_and_loss(
+            True,
+            labels,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+        )
+        if return_dict is False:
+            return tuple(v for v in (loss, logits, hidden) if v is not None)
+        return CausalLMOutput(loss=loss, logits=logits, hidden_states=hidden)
+
+    def _sample(self, prompts, options: SamplingConfig) -> GenerationOutput:
+        return autoregressive_generate(
+            self._logits_fn,
+            prompts,
+            pad_id=self.config.pad_token_id,
+            eos_id=self.config.eos_token_id,
+            mask_id=self.config.mask_token_id,
+            options=options,
+            vocab_size=self.config.vocab_size,
+            max_length=self.config.max_position_embeddings,
+        )
+
+
+__all__ = [
+    "MegatronDLMForCausalLM",
+    "MegatronDLMForMaskedLM",
+    "MegatronDLMModel",
+    "MegatronDLMPreTrainedModel",
+]

@@ -1,0 +1,171 @@
+"""Checkpoints saved at TP=2, PP=2 and EP=2 and their exports, built once per test session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from megatron_dlm.config import DLMConfig, ModelConfig, ObjectiveConfig, ParallelConfig
+from megatron_dlm.hf.verify import sample_batch
+from megatron_dlm.testing import run_distributed
+from tests.hf import workers
+
+SEQ = 32
+
+
+def model_config(parallel: ParallelConfig, objective: str, **model) -> dict:
+    base = dict(
+        num_layers=2,
+        hidden_size=32,
+        num_attention_heads=4,
+        seq_length=SEQ,
+        use_cpu_initialization=True,
+        # TP=1 pads the 100-token vocabulary to 112 rows, TP=2 to 128: the converter must
+        # load the saved row count.
+        make_vocab_size_divisible_by=16,
+    )
+    base.update(model)
+    return DLMConfig(
+        model=ModelConfig(**base),
+        parallel=parallel,
+        objective=ObjectiveConfig(objective=objective),
+    ).to_dict()
+
+
+TP2 = ParallelConfig(tensor_model_parallel_size=2)
+PP2 = ParallelConfig(pipeline_model_parallel_size=2)
+EP2 = ParallelConfig(expert_model_parallel_size=2)
+
+CASES = {
+    # GQA, QK-norm, RoPE, RMSNorm, SwiGLU, tied embeddings.
+    "dlm_dense_tp2": (TP2, "dlm", dict(num_query_groups=2, qk_layernorm=True)),
+    # Learned positions, LayerNorm, GELU, untied embeddings, biases everywhere.
+    "ar_dense_pp2": (
+        PP2,
+        "ar",
+        dict(
+            position_embedding_type="learned_absolute",
+            normalization="LayerNorm",
+            swiglu=False,
+            untie_embeddings_and_output_weights=True,
+            disable_bias_linear=False,
+        ),
+    ),
+    # MoE layer 0 (softmax over the top-2, shared expert) on stage 0, dense layer 1 on stage 1;
+    # partial RoPE, QKV bias, untied. (A DLM at PP>1 has variable sequence lengths, which
+    # megatron-core's allgather dispatcher refuses.)
+    "dlm_moe_pp2": (
+        PP2,
+        "dlm",
+        dict(
+            num_experts=4,
+            moe_token_dispatcher_type="alltoall",
+            moe_ffn_hidden_size=48,
+            moe_shared_expert_intermediate_size=40,
+            moe_layer_freq=2,
+            rotary_percent=0.5,
+            add_qkv_bias=True,
+            untie_embeddings_and_output_weights=True,
+        ),
+    ),
+    # Experts sharded over TP; sigmoid router; GQA + QK-norm.
+    "ar_moe_tp2": (
+        TP2,
+        "ar",
+        dict(
+            num_experts=4,
+            moe_router_score_function="sigmoid",
+            num_query_groups=2,
+            qk_layernorm=True,
+        ),
+    ),
+    # Experts split over EP ranks; top-1 of a softmax over all experts (pre-softmax).
+    "dlm_moe_ep2": (
+        EP2,
+        "dlm",
+        dict(num_experts=4, moe_router_topk=1, moe_router_pre_softmax=True),
+    ),
+}
+
+
+@dataclass
+class Exported:
+    name: str
+    checkpoint: Path
+    export: Path
+    objective: str
+    saved_logits: torch.Tensor | None
+    """Logits of the model at the layout it was saved at (PP=1 layouts only)."""
+    verify: tuple[bool, float]
+
+
+def write_tokenizer_json(path: Path) -> Path:
+    """A word-level tokenizers JSON with our 100-token vocabulary and special ids."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    vocab = {f"w{i}": i for i in range(workers.VOCAB.size)}
+    vocab.update({"<|pad|>": 0, "<|eod|>": 1, "<|mask|>": 99})
+    del vocab["w0"], vocab["w1"], vocab["w99"]
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="<|pad|>"))
+    tokenizer.pre_tokenizer = Whitespace()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_json(tmp_path_factory) -> Path:
+    return write_tokenizer_json(tmp_path_factory.mktemp("tokenizer") / "tokenizer.json")
+
+
+def _build(name: str, root: Path, tokenizer_json: Path) -> Exported:
+    parallel, objective, model = CASES[name]
+    record = dict(workers.TOKENIZER, path=str(tokenizer_json))
+    saved = run_distributed(
+        workers.save_perturbed_checkpoint,
+        2,
+        args=(model_config(parallel, objective, **model), str(root / "ckpt"), record),
+    )
+    (verify,) = run_distributed(
+        workers.convert, 1, args=(str(root / "ckpt"), str(root / "hf")), kwargs={"verify": True}
+    )
+    return Exported(name, root / "ckpt", root / "hf", objective, saved[0], verify)
+
+
+_BUILT: dict[str, Exported] = {}
+
+
+def get_export(name: str, tmp_path_factory, tokenizer_json: Path) -> Exported:
+    """The case ``name`` saved at its layout and exported (with verify), once per session."""
+    if name not in _BUILT:
+        _BUILT[name] = _build(name, tmp_path_factory.mktemp(name), tokenizer_json)
+    return _BUILT[name]
+
+
+@pytest.fixture(params=list(CASES))
+def exported(request, tmp_path_factory, tokenizer_json) -> Exported:
+    return get_export(request.param, tmp_path_factory, tokenizer_json)
+
+
+@pytest.fixture(params=["dlm_dense_tp2", "ar_dense_pp2", "dlm_moe_ep2"])
+def exported_for_sampling(request, tmp_path_factory, tokenizer_json) -> Exported:
+    return get_export(request.param, tmp_path_factory, tokenizer_json)
+
+
+@pytest.fixture
+def exported_dlm(tmp_path_factory, tokenizer_json) -> Exported:
+    return get_export("dlm_dense_tp2", tmp_path_factory, tokenizer_json)
+
+
+@pytest.fixture
+def exported_ar(tmp_path_factory, tokenizer_json) -> Exported:
+    return get_export("ar_dense_pp2", tmp_path_factory, tokenizer_json)
+
+
+def batch(length: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    return sample_batch(workers.VOCAB.size, length, workers.VOCAB.pad_id)

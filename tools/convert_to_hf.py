@@ -1,0 +1,113 @@
+"""Convert a Megatron-DLM checkpoint (saved at any TP/PP/EP layout) to a Hugging Face folder.
+
+    # export, then check the logits against the Megatron model
+    python tools/convert_to_hf.py --load runs/quickstart/checkpoints --output runs/quickstart/hf \\
+        --verify
+
+    # bfloat16 weights, a tokenizer other than the one the checkpoint records
+    python tools/convert_to_hf.py --load CKPT --output DIR --dtype bfloat16 \\
+        --tokenizer-model tokenizer/tokenizer.json
+
+    # check an existing export against its checkpoint
+    python tools/convert_to_hf.py --load CKPT --output DIR --verify-only
+
+    # use it (no megatron_dlm needed)
+    from transformers import AutoModelForMaskedLM, AutoTokenizer     # AR: AutoModelForCausalLM
+    model = AutoModelForMaskedLM.from_pretrained(DIR, trust_remote_code=True)
+    tok = AutoTokenizer.from_pretrained(DIR, trust_remote_code=True)
+    out = model.generate(tok("def fib(n):", return_tensors="pt").input_ids, max_new_tokens=64)
+
+Runs in one process (python, not torchrun): the checkpoint is resharded to TP=PP=EP=1 by
+dist_checkpointing. The folder is written under a temporary name and renamed when complete
+(and verified, with --verify). Exit status: 0 done, 1 verification failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--load", required=True, help="checkpoint directory (root or iter_*)")
+    parser.add_argument("--output", required=True, help="new (or empty) folder to write")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="weight dtype"
+    )
+    parser.add_argument(
+        "--tokenizer-model",
+        help="tokenizer to export (tokenizer.json or sentencepiece .model); default: the path "
+        "the checkpoint records",
+    )
+    parser.add_argument(
+        "--skip-tokenizer", action="store_true", help="write no tokenizer files (model only)"
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare the exported model's logits with the Megatron model's before publishing",
+    )
+    parser.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="compare an existing export in --output with --load; write nothing",
+    )
+    parser.add_argument(
+        "--verify-rtol",
+        type=float,
+        default=1e-4,
+        help="verification tolerance relative to the largest |logit| (default 1e-4)",
+    )
+    parser.add_argument(
+        "--max-shard-size", default="5GB", help="largest safetensors file (default 5GB)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from megatron_dlm.hf.convert import (
+        ExportError,
+        VerificationError,
+        convert_checkpoint,
+        verify_existing_export,
+    )
+    from megatron_dlm.hf.tokenizer_export import TokenizerExportError
+    from megatron_dlm.runtime.logging_utils import setup_logging
+    from megatron_dlm.training.checkpointing import CheckpointError
+
+    setup_logging()
+    try:
+        if args.verify_only:
+            report = verify_existing_export(args.load, args.output, verify_rtol=args.verify_rtol)
+            print(report)
+            return 0 if report.ok else 1
+        result = convert_checkpoint(
+            args.load,
+            args.output,
+            dtype=args.dtype,
+            tokenizer_model=args.tokenizer_model,
+            skip_tokenizer=args.skip_tokenizer,
+            verify=args.verify,
+            verify_rtol=args.verify_rtol,
+            max_shard_size=args.max_shard_size,
+        )
+    except VerificationError as exc:
+        print(exc, file=sys.stderr)
+        print(f"error: {args.output} was not written", file=sys.stderr)
+        return 1
+    except (CheckpointError, ExportError, TokenizerExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result.verify is not None:
+        print(result.verify)
+    kind = "masked diffusion LM" if result.config.bidirectional else "causal LM"
+    print(f"wrote {result.output} ({kind}): {', '.join(result.files)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
