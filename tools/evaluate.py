@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if known.load:
         pretrained = known.load
         if known.convert_to:
-            from tools_convert import convert  # type: ignore[import-not-found]
+            from megatron_dlm.hf.convert import convert_checkpoint
 
-            convert(known.load, known.convert_to)
+            convert_checkpoint(known.load, known.convert_to, verify=True)
             pretrained = known.convert_to
         model_args = f"pretrained={pretrained}"
         if "--model_args" in rest:

@@ -29,9 +29,9 @@ class ObjectiveConfig:
     """Mask at least one loss token of every sequence (the one a slightly larger t would mask
     first)."""
     dlm_random_length_prob: float = 0.01
-    """Probability that a DLM training micro-batch is truncated to a random length (uniform,
-    rounded up so TP/SP/CP still divide it), so the model also sees short sequences; drawn from
-    (seed, iteration, micro-batch) so all ranks agree."""
+    """Probability that a DLM training step is truncated to a random length (uniform, rounded
+    up so TP/SP/CP still divide it), so the model also sees short sequences; drawn from (seed,
+    iteration), so all ranks, micro-batches and parallel layouts agree."""
     input_mask_prob: float = 0.0
     """Regulariser for both objectives, training only: replace this fraction of input tokens
     by the mask token, targets unchanged (DLM: hides context beyond the diffusion mask, the

@@ -79,7 +79,7 @@ def hf_backend(path: str | Path, device: str | None = None, dtype: str = "float3
         device
     )
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
     special = json.loads((Path(path) / "config.json").read_text())
 
     def logits_fn(tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

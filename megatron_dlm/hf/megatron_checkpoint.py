@@ -23,9 +23,8 @@ from megatron_dlm.training.checkpointing import (
     load_model_weights,
     read_checkpoint_info,
     resolve_checkpoint,
+    saved_vocab_rows,
 )
-
-EMBEDDING_KEY = "embedding.word_embeddings.weight"
 
 
 @dataclass
@@ -100,19 +99,6 @@ def export_config(saved: dict, saved_embedding_rows: int | None) -> DLMConfig:
     return DLMConfig.from_dict(saved)
 
 
-def _saved_embedding_rows(directory: Path) -> int | None:
-    from megatron.core import dist_checkpointing
-
-    try:
-        metadata = dist_checkpointing.load_tensors_metadata(str(directory))
-    except Exception as exc:
-        raise CheckpointError(f"{directory}: cannot read the tensor metadata ({exc})") from exc
-    for key, tensor in metadata.items():
-        if key.endswith(EMBEDDING_KEY):
-            return int(tensor.global_shape[0])
-    return None
-
-
 def load_checkpoint_for_export(path: str | Path) -> LoadedCheckpoint:
     """Rebuild the model of the checkpoint at ``path`` (a root with a tracker, or ``iter_*``).
 
@@ -137,7 +123,7 @@ def load_checkpoint_for_export(path: str | Path) -> LoadedCheckpoint:
         raise CheckpointError(
             f"{directory}: the checkpoint's tokenizer record lacks {', '.join(missing)}"
         )
-    cfg = export_config(info["config"], _saved_embedding_rows(directory))
+    cfg = export_config(info["config"], saved_vocab_rows(directory))
     vocab = Vocab(
         size=tokenizer["vocab_size"],
         mask_id=tokenizer["mask_id"],

@@ -17,7 +17,11 @@ def checkpoint_config(path: str, parallel: ParallelConfig | None = None) -> tupl
     Returns the config and the tokenizer record (vocab size, special ids, model path).
     Sequence parallelism is turned off: inference batches rarely divide the sequence.
     """
-    from megatron_dlm.training.checkpointing import CheckpointError, read_checkpoint_info
+    from megatron_dlm.training.checkpointing import (
+        CheckpointError,
+        read_checkpoint_info,
+        saved_vocab_rows,
+    )
 
     info = read_checkpoint_info(path)
     if not info.get("config"):
@@ -25,6 +29,16 @@ def checkpoint_config(path: str, parallel: ParallelConfig | None = None) -> tupl
     saved = dict(info["config"])
     layout = parallel or ParallelConfig()
     saved["parallel"] = dataclasses.asdict(dataclasses.replace(layout, sequence_parallel=False))
+    rows = saved_vocab_rows(path)
+    tp = layout.tensor_model_parallel_size
+    if rows is not None:
+        # Pad to exactly the saved rows at the new TP (the saved TP may have padded further).
+        if rows % tp:
+            raise CheckpointError(
+                f"{path}: its {rows}-row embedding cannot be split over "
+                f"--tensor-model-parallel-size {tp}"
+            )
+        saved["model"] = {**saved["model"], "make_vocab_size_divisible_by": rows // tp}
     return DLMConfig.from_dict(saved), dict(info.get("tokenizer") or {})
 
 

@@ -64,11 +64,6 @@ def transformer_config(cfg: DLMConfig) -> TransformerConfig:
         # match forward activations with backward gradients (same peer, same tag). The
         # unbatched path sends the two directions over different communicators.
         batch_p2p_comm=not _uses_gloo(),
-        # Randomly truncated DLM batches change the activation shape between micro-batches:
-        # pipeline stages then exchange shapes before each activation.
-        variable_seq_lengths=parallel.pipeline_model_parallel_size > 1
-        and cfg.objective.objective == "dlm"
-        and cfg.objective.dlm_random_length_prob > 0,
         # Fused kernels come from Transformer Engine / apex; the local path uses plain PyTorch.
         bias_activation_fusion=use_te and model.swiglu,
         masked_softmax_fusion=use_te,

@@ -241,6 +241,25 @@ def read_checkpoint_info(path: str | Path) -> dict:
         raise CheckpointError(f"{directory}: cannot read checkpoint metadata ({exc})") from exc
 
 
+def saved_vocab_rows(directory: str | Path) -> int | None:
+    """Rows of the saved (padded) word embedding: the padded vocabulary it was trained with.
+
+    Megatron pads the vocabulary to a multiple of ``make_vocab_size_divisible_by`` x TP, so a
+    checkpoint saved at one TP may hold more rows than another TP would pad to.
+    """
+    directory = resolve_checkpoint(directory)
+    try:
+        metadata = dist_checkpointing.load_tensors_metadata(str(directory))
+    except BaseException as exc:  # torch's CheckpointException derives from BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise CheckpointError(f"{directory}: cannot read the tensor metadata ({exc})") from exc
+    for key, tensor in metadata.items():
+        if key.endswith("embedding.word_embeddings.weight"):
+            return int(tensor.global_shape[0])
+    return None
+
+
 def check_compatible(info: dict, config: dict | None, tokenizer: dict | None) -> None:
     """Raise CheckpointError if the checkpoint's architecture or tokenizer differs."""
     saved_model = (info.get("config") or {}).get("model", {})

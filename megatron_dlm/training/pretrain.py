@@ -34,9 +34,7 @@ def run_directory(cfg: DLMConfig) -> Path:
 def has_checkpoint(path: str) -> bool:
     """A checkpoint root with a tracker, or one ``iter_*`` checkpoint directory."""
     path = Path(path)
-    return (path / "metadata.json").is_file() or (
-        path.is_dir() and read_tracker(path) is not None
-    )
+    return (path / "metadata.json").is_file() or (path.is_dir() and read_tracker(path) is not None)
 
 
 def length_multiple(cfg: DLMConfig) -> int:

@@ -110,7 +110,9 @@ def forward_step(ctx: StepContext, data_iterator, model):
         batch,
         training=ctx.training,
         iteration=ctx.iteration,
-        microbatch=micro_index,
+        # One truncation length per step, not per micro-batch: the same for every layout, and
+        # pipeline stages exchange activations of one shape (run_global_batch's seq_length).
+        microbatch=0,
         global_positions=_global_positions(ctx, micro_index, batch["tokens"].shape[0]),
         global_batch_size=ctx.global_batch_size,
     ).to(ctx.device, non_blocking=True)
@@ -133,6 +135,10 @@ def run_global_batch(
     """Forward (and backward) over one global batch; returns the last stage's reports."""
     cache = MicrobatchCache(source, num_microbatches)
     iterators = [cache.iterator() for _ in model]
+    if ctx.training:
+        seq_length = ctx.objective.sequence_length(
+            seq_length, iteration=ctx.iteration, microbatch=0
+        )
     return get_forward_backward_func()(
         forward_step_func=partial(forward_step, ctx),
         data_iterator=iterators if len(model) > 1 else iterators[0],

@@ -32,6 +32,11 @@ def _argv(tiny_data, save: Path, *extra: str) -> list[str]:
     return [*tiny_data.flags(), *TINY_MODEL, "--save", str(save), *extra]
 
 
+def _fit(tiny_data, save: Path, *extra: str) -> list[dict]:
+    """pretrain on one rank into ``save``; its metrics records."""
+    return run_distributed(pretrain_worker, 1, args=(_argv(tiny_data, save, *extra), str(save)))[0]
+
+
 @pytest.mark.parametrize(
     "objective, moe",
     [("dlm", False), ("ar", False), ("dlm", True), ("ar", True)],
@@ -57,14 +62,11 @@ def test_loss_falls_on_real_data(tiny_data, tmp_path, objective, moe):
 
 def test_resume_is_bit_exact(tiny_data, tmp_path):
     common = ("--train-iters", "8", "--hidden-dropout", "0.1", "--dlm-random-length-prob", "0.3")
-    straight = tmp_path / "straight"
-    (a,) = run_distributed(
-        pretrain_worker, 1, args=(_argv(tiny_data, straight, *common), str(straight))
-    )
+    a = _fit(tiny_data, tmp_path / "straight", *common)
     split = tmp_path / "split"
-    run_distributed(pretrain_worker, 1, args=(_argv(tiny_data, split, *common, "--exit-interval", "4"), str(split)))  # fmt: skip
+    _fit(tiny_data, split, *common, "--exit-interval", "4")
     assert (split / "latest_checkpointed_iteration.txt").read_text().strip() == "4"
-    (b,) = run_distributed(pretrain_worker, 1, args=(_argv(tiny_data, split, *common), str(split)))
+    b = _fit(tiny_data, split, *common)
     assert [r["loss"] for r in _train(a)] == [r["loss"] for r in _train(b)]
     assert [r["grad_norm"] for r in _train(a)] == [r["grad_norm"] for r in _train(b)]
 
@@ -89,7 +91,7 @@ def test_sigterm_saves_and_the_resumed_run_matches(tiny_data, tmp_path):
     assert proc.returncode == 0, output.decode()[-3000:]
     stopped = int((run / "latest_checkpointed_iteration.txt").read_text())
     assert 3 <= stopped < 40, "the signal should stop the run early"
-    (resumed,) = run_distributed(pretrain_worker, 1, args=(_argv(tiny_data, run, "--train-iters", "40"), str(run)))  # fmt: skip
+    resumed = _fit(tiny_data, run, "--train-iters", "40")
     assert [r["loss"] for r in _train(resumed)] == [r["loss"] for r in _train(full)]
 
 
@@ -123,8 +125,10 @@ def test_nan_steps_are_skipped_and_counted(tiny_data, tmp_path):
 
 
 def test_too_many_consecutive_nan_steps_stop_the_run(tiny_data, tmp_path):
-    argv = _argv(tiny_data, tmp_path, "--train-iters", "10", "--max-skipped-iters", "3",
-                 "--save-interval", "2", "--micro-batch-size", "4", "--global-batch-size", "4")  # fmt: skip
+    argv = _argv(
+        tiny_data, tmp_path, "--train-iters", "10", "--max-skipped-iters", "3",
+        "--save-interval", "2", "--micro-batch-size", "4", "--global-batch-size", "4",
+    )  # fmt: skip
     with pytest.raises(
         DistributedTestError, match=r"3 consecutive steps had NaN/Inf .* iteration 5"
     ):
