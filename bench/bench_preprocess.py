@@ -14,8 +14,10 @@ noise hits all alike; wall time of the whole command (start-up, import, tokenizi
   ours-tree     ours on the source tree (--stdlib-with-tests), our native input
 
 All outputs must be byte-identical (.bin and .idx) to Megatron-LM's: the benchmark checks it.
-Prints the median wall time and tokens/s of each, the ratio to Megatron-LM at equal workers,
-and the start-up cost of each tool (``--help``) and of importing megatron-core.
+Prints the median wall time and tokens/s of each and the ratio to Megatron-LM's tokens/s at
+equal workers; the CPU seconds of each (all processes; less sensitive to other load on the
+machine than wall time) and their ratio; and the start-up cost of each tool (``--help``) and of
+importing megatron-core.
 
 Getting Megatron-LM's script (not part of this repository): a checkout of the release matching
 the installed megatron-core, e.g.
@@ -35,6 +37,7 @@ import argparse
 import filecmp
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -61,14 +64,17 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 '''
 
 
-def run(cmd: list[str], cwd: Path, env: dict) -> float:
-    """Wall seconds of ``cmd``; raises with its output if it fails."""
+def run(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``cmd``, its workers included; raises if it fails."""
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
-    return seconds
+    cpu = sum(getattr(cpu_after, f) - getattr(cpu_before, f) for f in ("ru_utime", "ru_stime"))
+    return seconds, cpu
 
 
 def write_jsonl(path: Path) -> int:
@@ -130,41 +136,48 @@ def main() -> None:
 
     variants = ["megatron-lm", "ours-jsonl", "ours-tree"]
     times: dict[tuple[str, int], list[float]] = {}
+    cpu_times: dict[tuple[str, int], list[float]] = {}
     reference = work / "megatron-lm_w1_text_document"
     for r in range(args.rounds):
         for workers in args.workers:
             for variant in variants:
                 prefix = work / f"{variant}_w{workers}"
-                seconds = run(command(variant, workers, prefix), REPO, env)
+                seconds, cpu = run(command(variant, workers, prefix), REPO, env)
                 times.setdefault((variant, workers), []).append(seconds)
+                cpu_times.setdefault((variant, workers), []).append(cpu)
                 out = Path(f"{prefix}_text_document")
                 for suffix in (".bin", ".idx"):
                     ref = Path(f"{reference}{suffix}")
                     if ref.exists() and not filecmp.cmp(f"{out}{suffix}", ref, shallow=False):
                         raise RuntimeError(f"{out}{suffix} differs from {ref}")
                 print(
-                    f"round {r + 1}: {variant:12s} workers={workers}: {seconds:6.2f} s", flush=True
+                    f"round {r + 1}: {variant:12s} workers={workers}: {seconds:6.2f} s wall, "
+                    f"{cpu:6.2f} s CPU, load {os.getloadavg()[0]:.1f}",
+                    flush=True,
                 )
 
     tokens = json.loads(Path(f"{work}/ours-tree_w{args.workers[0]}_text_document.meta.json")
                         .read_text())["tokens"]  # fmt: skip
     corpus_mb = sum(f.path.stat().st_size for f in stdlib_files(with_tests=True)) / 1e6
     startup = {
-        "import megatron.core": run([py, "-c", "import megatron.core"], REPO, env),
-        "ours --help": run([py, "tools/preprocess_data.py", "--help"], REPO, env),
-        "megatron-lm --help": run([py, str(launcher), str(mlm_script), "--help"], REPO, env),
+        "import megatron.core": run([py, "-c", "import megatron.core"], REPO, env)[0],
+        "ours --help": run([py, "tools/preprocess_data.py", "--help"], REPO, env)[0],
+        "megatron-lm --help": run([py, str(launcher), str(mlm_script), "--help"], REPO, env)[0],
     }
     print(
         f"\ncorpus: standard library {corpus_mb:.1f} MB, {documents} documents, "
         f"{tokens:,} tokens ({args.vocab_size}-vocab sentencepiece BPE); outputs identical"
     )
-    print(f"{'variant':12s} {'workers':>7s} {'wall s':>8s} {'Mtok/s':>8s} {'vs megatron-lm':>15s}")
+    print(f"{'variant':12s} {'workers':>7s} {'wall s':>7s} {'Mtok/s':>7s} {'tok/s ratio':>11s} "
+          f"{'CPU s':>7s} {'CPU ratio':>9s}")  # fmt: skip
     for workers in args.workers:
         base = statistics.median(times[("megatron-lm", workers)])
+        base_cpu = statistics.median(cpu_times[("megatron-lm", workers)])
         for variant in variants:
             wall = statistics.median(times[(variant, workers)])
-            print(f"{variant:12s} {workers:7d} {wall:8.2f} {tokens / wall / 1e6:8.2f} "
-                  f"{base / wall:14.2f}x")  # fmt: skip
+            cpu = statistics.median(cpu_times[(variant, workers)])
+            print(f"{variant:12s} {workers:7d} {wall:7.2f} {tokens / wall / 1e6:7.2f} "
+                  f"{base / wall:10.2f}x {cpu:7.2f} {base_cpu / cpu:8.2f}x")  # fmt: skip
     print("start-up (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in startup.items()))
     print(f"median of {args.rounds} rounds; load average now {os.getloadavg()[0]:.2f}; {work}")
 

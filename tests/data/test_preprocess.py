@@ -202,7 +202,7 @@ def test_cli_errors_name_the_problem(tmp_path, sp_model, plain_sp_model, edge_di
     "signum",
     [
         pytest.param(signal.SIGINT, id="ctrl-c"),
-        pytest.param(signal.SIGTERM, id="sigterm", marks=pytest.mark.slow),
+        pytest.param(signal.SIGTERM, id="sigterm"),
     ],
 )
 def test_interrupt_leaves_no_partial_output_and_the_old_dataset(w1, tmp_path, sp_model, signum):
