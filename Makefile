@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make quickstart   the CPU pipeline end to end (see README)
-#   make test         the test suite (CPU, gloo; ~N minutes on 2 cores)
+#   make test         the test suite (CPU, gloo; ~5 minutes on 2 cores)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -46,8 +46,17 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# CPU benchmarks; each prints ratios measured side by side (results: bench/RESULTS.md).
+# bench_sampling.py needs a trained checkpoint (make quickstart); bench_preprocess.py needs
+# Megatron-LM's tools/preprocess_data.py (see its docstring): MEGATRON_LM_DIR=...
+MEGATRON_LM_DIR ?= /tmp/megatron-lm
 bench: $(STAMP)
 	$(PY) bench/bench_cpu_shim.py
+	$(PY) bench/bench_training.py
+	$(PY) bench/bench_dataset_index.py
+	$(PY) bench/bench_data_loader.py
+	$(PY) bench/bench_sampling.py --load $(QUICKSTART_DIR)/checkpoints
+	if [ -d "$(MEGATRON_LM_DIR)" ]; then $(PY) bench/bench_preprocess.py --megatron-lm-dir $(MEGATRON_LM_DIR); fi
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -74,7 +74,9 @@ def hf_backend(path: str | Path, device: str | None = None, dtype: str = "float3
     config = AutoConfig.from_pretrained(path, trust_remote_code=True)
     bidirectional = not getattr(config, "is_causal", False)
     auto = AutoModelForMaskedLM if bidirectional else AutoModelForCausalLM
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
+        # lm-eval passes --device cuda by default, also on machines without a GPU.
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model = auto.from_pretrained(path, trust_remote_code=True, dtype=getattr(torch, dtype)).to(
         device
     )

@@ -87,6 +87,10 @@ def evaluate_completions(
 
 
 def process_results(doc: Mapping[str, str], results: Sequence[str]) -> dict[str, float]:
-    """lm-eval hook: one generation per repeat -> pass@1 (fraction of passing samples)."""
+    """lm-eval hook: the task's ``repeats`` generations of one problem -> per-problem unbiased
+    pass@1 and pass@10 (pass@10 only with at least 10 samples); lm-eval averages them."""
     passed = [check_completion(doc, truncate_completion(r)).passed for r in results]
-    return {"pass@1": sum(passed) / len(passed)}
+    scores = {"pass@1": pass_at_k([len(passed)], [sum(passed)], 1)}
+    if len(passed) >= 10:
+        scores["pass@10"] = pass_at_k([len(passed)], [sum(passed)], 10)
+    return scores

@@ -144,7 +144,9 @@ class MegatronDLMEvalModel(LM):
     def _options(self, gen_kwargs: dict) -> SamplingConfig:
         options = dict(self.sampling)
         if "max_gen_toks" in gen_kwargs:
-            options["gen_length"] = int(gen_kwargs["max_gen_toks"])
+            # The task's budget, capped by model_args' gen_length and the model's length.
+            options["gen_length"] = min(int(gen_kwargs["max_gen_toks"]), options["gen_length"])
+        options["gen_length"] = min(options["gen_length"], self.backend.max_length // 2)
         if "temperature" in gen_kwargs and _bool(gen_kwargs.get("do_sample", True)):
             options["temperature"] = float(gen_kwargs["temperature"])
         if gen_kwargs.get("do_sample") is False:

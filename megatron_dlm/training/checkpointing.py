@@ -194,9 +194,11 @@ def save_checkpoint(
     dist_checkpointing.save(state, str(tmp), content_metadata=metadata)
     _barrier()
     if _is_rank0():
-        if final.exists():
-            shutil.rmtree(final)
+        replaced = final.with_name(final.name + ".old")
+        if final.exists():  # the same iteration saved again: never delete before replacing
+            final.rename(replaced)
         tmp.rename(final)
+        shutil.rmtree(replaced, ignore_errors=True)
         tracker_tmp = root / (TRACKER_FILE + ".tmp")
         tracker_tmp.write_text(f"{train_state.iteration}\n")
         tracker_tmp.replace(root / TRACKER_FILE)
@@ -209,7 +211,7 @@ def save_checkpoint(
 
 def _remove_old_checkpoints(root: Path, keep: int) -> None:
     saved = sorted(
-        (p for p in root.glob("iter_*") if p.is_dir() and not p.name.endswith(".tmp")),
+        (p for p in root.glob("iter_*") if p.is_dir() and p.name[5:].isdigit()),
         key=lambda p: p.name,
     )
     for old in saved[:-keep]:

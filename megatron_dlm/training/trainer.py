@@ -196,10 +196,10 @@ class Trainer:
                     consecutive_skips = 0
                 else:
                     state.skipped_iters += 1
-                    consecutive_skips += 1
-                    logger.warning(
-                        "iteration %d: skipped the update (%s)", state.iteration, result.reason
-                    )
+                    # fp16 overflows are the loss scaler finding its scale, not a failure.
+                    consecutive_skips += result.reason != "fp16 overflow"
+                    log = logger.info if result.reason == "fp16 overflow" else logger.warning
+                    log("iteration %d: skipped the update (%s)", state.iteration, result.reason)
                 window.append((metrics, result))
                 if state.iteration % log_every == 0 or state.iteration == layout.train_iters:
                     self._log_train(window, time.perf_counter() - window_start)

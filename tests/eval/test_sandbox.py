@@ -86,3 +86,24 @@ def test_pass_at_k_and_truncation(problems):
     }
     scores = evaluate_completions({k: problems[k] for k in problem_ids}, samples, ks=(1, 2))
     assert scores == {"pass@1": pytest.approx(0.25), "pass@2": pytest.approx(0.5)}
+
+
+def test_lm_eval_hook_scores_pass_at_1_and_10(problems):
+    from megatron_dlm.eval.humaneval import process_results
+
+    problem = problems["HumanEval/4"]
+    samples = [problem["canonical_solution"]] + ["    return 0.0\n"] * 9
+    scores = process_results(problem, samples)
+    assert scores == {"pass@1": pytest.approx(0.1), "pass@10": pytest.approx(1.0)}
+    assert process_results(problem, samples[:2]) == {"pass@1": pytest.approx(0.5)}
+
+
+def test_offline_task_configs_load_in_lm_eval(tmp_path):
+    from lm_eval.tasks import TaskManager
+
+    from megatron_dlm.eval.tasks import TASKS, write_task_configs
+
+    manager = TaskManager(include_path=str(write_task_configs(tmp_path)), include_defaults=False)
+    tasks = manager.load_task_or_group(list(TASKS))
+    assert set(tasks) == set(TASKS)
+    assert len(tasks["humaneval_offline_pass10"].eval_docs) == 164

@@ -69,6 +69,41 @@ def test_resume_is_bit_exact(tiny_data, tmp_path):
     b = _fit(tiny_data, split, *common)
     assert [r["loss"] for r in _train(a)] == [r["loss"] for r in _train(b)]
     assert [r["grad_norm"] for r in _train(a)] == [r["grad_norm"] for r in _train(b)]
+    fresh = tmp_path / "fresh_optimizer"
+    _fit(tiny_data, fresh, *common, "--exit-interval", "4")
+    c = _fit(tiny_data, fresh, *common, "--no-load-optim", "--no-load-rng")
+    losses_a, losses_c = [r["loss"] for r in _train(a)], [r["loss"] for r in _train(c)]
+    assert losses_c[:4] == losses_a[:4] and losses_c[4] != losses_a[4]  # new Adam state
+
+
+@pytest.mark.parametrize("precision", ["--bf16", "--fp16"])
+def test_mixed_precision_trains_on_cpu(tiny_data, tmp_path, precision):
+    records = _fit(tiny_data, tmp_path, precision, "--train-iters", "20", "--initial-loss-scale",
+                   "65536", "--eval-interval", "20")  # fmt: skip
+    losses = [r["loss"] for r in _train(records) if isinstance(r["loss"], float)]
+    assert len(losses) == 20 and sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_activation_recompute_matches(tiny_data, tmp_path):
+    base = ("--train-iters", "3")
+    plain = _fit(tiny_data, tmp_path / "plain", *base)
+    full = _fit(tiny_data, tmp_path / "full", *base, "--recompute-granularity", "full",
+                "--recompute-method", "uniform", "--recompute-num-layers", "1")  # fmt: skip
+    selective = _fit(tiny_data, tmp_path / "sel", *base, "--recompute-granularity", "selective")
+    expected = [r["loss"] for r in _train(plain)]
+    assert [r["loss"] for r in _train(full)] == pytest.approx(expected, rel=1e-6)
+    assert [r["loss"] for r in _train(selective)] == pytest.approx(expected, rel=1e-6)
+
+
+def test_wandb_offline_run(tiny_data, tmp_path):
+    from tests.training.workers import pretrain_with_env
+
+    argv = _argv(tiny_data, tmp_path, "--train-iters", "2", "--lr-warmup-iters", "0",
+                 "--wandb-project", "megatron-dlm-test", "--wandb-exp-name", "offline",
+                 "--wandb-save-dir", str(tmp_path / "wb"))  # fmt: skip
+    run_distributed(pretrain_with_env, 1, args=(argv, str(tmp_path), {"WANDB_MODE": "offline"}))
+    runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert runs and any(p.suffix == ".wandb" for p in runs[0].iterdir())
 
 
 def test_sigterm_saves_and_the_resumed_run_matches(tiny_data, tmp_path):

@@ -70,3 +70,12 @@ def pretrain_killed_during_save(argv: list[str], run_dir: str, kill_at_save: int
 
     dist_checkpointing.save = save
     pretrain_worker(argv, run_dir)
+
+
+def pretrain_with_env(argv: list[str], run_dir: str, env: dict[str, str]) -> list[dict]:
+    os.environ.update(env)
+    try:
+        return pretrain_worker(argv, run_dir)
+    finally:
+        for key in env:
+            os.environ.pop(key, None)

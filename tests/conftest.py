@@ -1,4 +1,4 @@
-"""Real training data for the trainer tests: part of the standard library, tokenized.
+"""Shared fixtures. ``tiny_data``: real training data (part of the standard library, tokenized).
 
 Built once per session (~5 s): a 1024-piece sentencepiece tokenizer (our code settings), and a
 train and a valid dataset written by the preprocessing pipeline from disjoint files.
