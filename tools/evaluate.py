@@ -14,9 +14,9 @@
         --tasks hellaswag,mmlu,arc_easy --batch_size 8
 
 Every lm-eval flag works; this wrapper adds --load/--convert-to and puts the offline tasks
-(humaneval_offline, humaneval_offline_pass10, python_nextline_mc) on --include_path. HumanEval executes model-written code
-in a sandboxed subprocess (megatron_dlm/eval/sandbox.py); lm-eval asks for
---confirm_run_unsafe_code for code tasks, which this wrapper passes for humaneval_offline.
+(humaneval_offline, humaneval_offline_pass10, python_nextline_mc) on --include_path. HumanEval
+executes model-written code in a sandboxed subprocess (megatron_dlm/eval/sandbox.py); lm-eval
+asks for --confirm_run_unsafe_code for code tasks, which this wrapper passes for HumanEval.
 """
 
 from __future__ import annotations
