@@ -15,10 +15,13 @@ logger = logging.getLogger(__name__)
 def format_console_line(record: dict[str, Any], train_iters: int) -> str:
     """Megatron-LM's ``iteration N/ T | key: value | ...`` line."""
     parts = [f"iteration {record['iteration']:8d}/{train_iters:8d}"]
+    if record.get("epoch") is not None:  # "epoch: 12.345/150.00" (this epoch / the budget's)
+        total = f"/{record['epochs_total']:.2f}" if record.get("epochs_total") else ""
+        record = {**record, "epoch": f"{record['epoch']:.3f}{total}"}
     fields = [
         ("consumed samples", "consumed_samples", "{:12d}"),
         ("consumed tokens", "consumed_tokens", "{:14d}"),
-        ("epoch", "epoch", "{:.3f}"),
+        ("epoch", "epoch", "{}"),
         ("elapsed time per iteration (ms)", "iteration_time_ms", "{:.1f}"),
         ("learning rate", "lr", "{:.6E}"),
         ("global batch size", "global_batch_size", "{:5d}"),

@@ -262,6 +262,11 @@ class Trainer:
             "consumed_samples": state.consumed_samples,
             "consumed_tokens": state.consumed_samples * layout.seq_length,
             "epoch": self._epoch(),
+            "epochs_total": (
+                layout.train_iters * layout.global_batch_size / self.samples_per_epoch
+                if self.samples_per_epoch
+                else None
+            ),
             "iteration_time_ms": per_iter * 1000,
             "lr": self.scheduler.get_lr(self.optimizer.param_groups[0]),
             "global_batch_size": layout.global_batch_size,
