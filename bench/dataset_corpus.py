@@ -9,7 +9,6 @@ under ``--corpus-dir`` (default /tmp/megatron_dlm_bench): generating 100M tokens
 
 from __future__ import annotations
 
-import io
 import os
 import sysconfig
 import time
@@ -39,33 +38,12 @@ def _stdlib_texts(max_bytes: int) -> list[str]:
 
 def tokenizer_model(directory: str = DEFAULT_DIR) -> str:
     """Path of the benchmark's sentencepiece model (trained on first use)."""
-    import sentencepiece as spm
+    from megatron_dlm.data.tokenizer_training import SentencePieceOptions, train_sentencepiece
 
     path = Path(directory) / f"stdlib{VOCAB_SIZE}.model"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(_stdlib_texts(4_000_000)),
-            model_writer=model,
-            vocab_size=VOCAB_SIZE,
-            model_type="bpe",
-            normalization_rule_name="identity",
-            remove_extra_whitespaces=False,
-            split_by_whitespace=False,
-            byte_fallback=True,
-            max_sentence_length=1 << 22,
-            bos_id=1,
-            eos_id=2,
-            pad_id=3,
-            eos_piece="<|eod|>",
-            pad_piece="<|pad|>",
-            user_defined_symbols=["<|mask|>"],
-            minloglevel=2,
-        )
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(model.getvalue())
-        os.replace(tmp, path)
+        options = SentencePieceOptions(vocab_size=VOCAB_SIZE, num_threads=1)
+        train_sentencepiece(_stdlib_texts(4_000_000), path.with_suffix(""), options)
     return str(path)
 
 

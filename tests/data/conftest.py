@@ -4,7 +4,6 @@ that must be skipped)."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -163,30 +162,9 @@ def chunk_documents(texts: list[str], lines: int = 40) -> list[str]:
 
 
 def train_dataset_sentencepiece(path: Path, texts: list[str], vocab_size: int) -> Path:
-    import sentencepiece as spm
-
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type="bpe",
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        split_by_whitespace=False,
-        byte_fallback=True,
-        max_sentence_length=1 << 20,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=3,
-        eos_piece="<|eod|>",
-        pad_piece="<|pad|>",
-        user_defined_symbols=["<|mask|>"],
-        minloglevel=2,
-    )
-    path.write_bytes(model.getvalue())
-    return path
+    """The project's code tokenizer settings (tokenizer_training), written to ``path``."""
+    options = SentencePieceOptions(vocab_size=vocab_size, num_threads=1)
+    return train_sentencepiece(texts, path.with_suffix(""), options)
 
 
 def load_tokenizer(path: Path):
