@@ -10,15 +10,17 @@ from __future__ import annotations
 import logging
 import signal
 
-import torch
-
 logger = logging.getLogger(__name__)
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class ExitSignalHandler:
-    """``with ExitSignalHandler() as handler: ... if handler.should_exit(): save; break``."""
+    """``with ExitSignalHandler() as handler:`` sets ``handler.received`` on a signal.
+
+    The trainer folds the flag into its per-step all-reduce, so every rank stops at the same
+    iteration without an extra collective.
+    """
 
     def __init__(self, signals=HANDLED_SIGNALS, enabled: bool = True):
         self.signals = tuple(signals) if enabled else ()
@@ -40,12 +42,3 @@ class ExitSignalHandler:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-
-    def should_exit(self) -> bool:
-        """True on every rank if any rank received a signal (a collective)."""
-        flag = torch.tensor([1.0 if self.received is not None else 0.0])
-        if torch.distributed.is_initialized():
-            if torch.distributed.get_backend() == "nccl":
-                flag = flag.cuda()
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item() > 0)

@@ -46,13 +46,17 @@ def _peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def _all_ranks_finite(value: float | None) -> bool:
-    """Agree across the world whether the loss was finite (only the last stage has it)."""
-    bad = torch.tensor([0.0 if value is None or math.isfinite(value) else 1.0])
+def _agree(loss: float | None, stop_requested: bool) -> tuple[bool, bool]:
+    """One all-reduce per step: was the loss finite everywhere (only the last stage has it), and
+    did any rank receive a stop signal?"""
+    flags = torch.tensor(
+        [0.0 if loss is None or math.isfinite(loss) else 1.0, 1.0 if stop_requested else 0.0]
+    )
     if torch.distributed.get_backend() == "nccl":
-        bad = bad.cuda()
-    torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-    return bad.item() == 0.0
+        flags = flags.cuda()
+    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    bad_loss, stop = flags.tolist()
+    return bad_loss == 0.0, stop > 0.0
 
 
 class Trainer:
@@ -145,7 +149,11 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ train
-    def train_step(self, data: Iterator[dict] | None) -> tuple[dict[str, float], object]:
+    def train_step(
+        self, data: Iterator[dict] | None, stop_requested: bool = False
+    ) -> tuple[dict[str, float], object, bool]:
+        """One optimizer step; returns the reduced metrics, the step result, and whether any
+        rank asked to stop (``stop_requested`` is this rank's signal flag)."""
         for chunk in self.model:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
@@ -158,12 +166,12 @@ class Trainer:
             forward_only=False,
         )
         metrics = reduce_reports(reports) if reports else {}
-        finite = _all_ranks_finite(metrics.get("loss"))
+        finite, stop = _agree(metrics.get("loss"), stop_requested)
         check = self.cfg.training.check_for_nan_in_loss_and_grad
         result = guarded_step(self.optimizer, self.cfg.optimizer.clip_grad, finite or not check)
         if result.stepped:
             self.scheduler.step(1)
-        return metrics, result
+        return metrics, result, stop
 
     def train(self) -> TrainState:
         """Train until the budget, a stop signal, or --exit-interval; returns the final state."""
@@ -186,7 +194,7 @@ class Trainer:
         )
         with ExitSignalHandler(enabled=cfg.checkpoint.exit_signal_handler) as signals:
             while state.iteration < layout.train_iters:
-                metrics, result = self.train_step(data)
+                metrics, result, stop = self.train_step(data, signals.received is not None)
                 state.iteration += 1
                 state.consumed_samples += layout.global_batch_size
                 state.floating_point_operations += (
@@ -218,7 +226,7 @@ class Trainer:
                 every = cfg.checkpoint.save_interval
                 if every and state.iteration % every == 0:
                     self.save()
-                if signals.should_exit():
+                if stop:
                     logger.warning("stopping at iteration %d on a signal", state.iteration)
                     if not (every and state.iteration % every == 0):
                         self.save()
