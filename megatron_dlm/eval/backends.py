@@ -28,15 +28,6 @@ class EvalBackend:
     close: Callable[[], None] = field(default=lambda: None)
 
 
-def is_megatron_checkpoint(path: str | Path) -> bool:
-    path = Path(path)
-    return (
-        (path / "latest_checkpointed_iteration.txt").is_file()
-        or (path / "metadata.json").is_file()
-        and path.name.startswith("iter_")
-    )
-
-
 def megatron_backend(path: str | Path, tokenizer_model: str | None = None) -> EvalBackend:
     """One process, TP=1: the checkpoint is resharded to this layout on load."""
     from megatron_dlm.config import DataConfig, ParallelConfig
@@ -109,7 +100,10 @@ def load_backend(
     path = Path(pretrained)
     if not path.exists():
         raise FileNotFoundError(f"pretrained={pretrained}: no such directory")
-    if is_megatron_checkpoint(path):
+    from megatron_dlm.training.checkpointing import has_checkpoint
+
+    # A checkpoint directory also holds the run's config.json: check it first.
+    if has_checkpoint(path):
         return megatron_backend(path, kwargs.get("tokenizer_model"))
     if (path / "config.json").is_file():
         return hf_backend(path, device, dtype)

@@ -219,6 +219,12 @@ def _remove_old_checkpoints(root: Path, keep: int) -> None:
         logger.info("removed old checkpoint %s (--keep-last-k %d)", old, keep)
 
 
+def has_checkpoint(path: str | Path) -> bool:
+    """A checkpoint root with a tracker, or one ``iter_*`` checkpoint directory."""
+    path = Path(path)
+    return (path / "metadata.json").is_file() or (path.is_dir() and read_tracker(path) is not None)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory from a root with a tracker, or an ``iter_*`` directory itself."""
     path = Path(path)

@@ -12,7 +12,7 @@ from megatron_dlm.config import DLMConfig
 from megatron_dlm.models.vocab import Vocab
 from megatron_dlm.runtime.distributed import destroy_distributed, init_distributed
 from megatron_dlm.training.batching import resolve_batch_layout
-from megatron_dlm.training.checkpointing import TrainState, load_checkpoint, read_tracker
+from megatron_dlm.training.checkpointing import TrainState, has_checkpoint, load_checkpoint
 from megatron_dlm.training.flops import flops_per_sequence, parameter_counts, peak_tflops
 from megatron_dlm.training.model_setup import count_parameters, setup_model
 from megatron_dlm.training.optimizer import build_optimizer, build_scheduler
@@ -29,12 +29,6 @@ def run_directory(cfg: DLMConfig) -> Path:
     if cfg.checkpoint.save:
         return Path(cfg.checkpoint.save)
     return Path("runs") / (log.wandb_exp_name or "run")
-
-
-def has_checkpoint(path: str) -> bool:
-    """A checkpoint root with a tracker, or one ``iter_*`` checkpoint directory."""
-    path = Path(path)
-    return (path / "metadata.json").is_file() or (path.is_dir() and read_tracker(path) is not None)
 
 
 def length_multiple(cfg: DLMConfig) -> int:
