@@ -268,8 +268,26 @@ def saved_vocab_rows(directory: str | Path) -> int | None:
     return None
 
 
-def check_compatible(info: dict, config: dict | None, tokenizer: dict | None) -> None:
-    """Raise CheckpointError if the checkpoint's architecture or tokenizer differs."""
+def _objective_of(config: dict | None) -> str | None:
+    """``--objective`` of a ``DLMConfig.to_dict()`` (None when unknown)."""
+    return ((config or {}).get("objective") or {}).get("objective")
+
+
+def check_compatible(
+    info: dict, config: dict | None, tokenizer: dict | None, *, finetune: bool = False
+) -> None:
+    """Raise CheckpointError if the checkpoint's architecture or tokenizer differs.
+
+    Resuming also needs the same ``--objective``: continuing an AR run as a DLM (or back)
+    would silently change what is trained. ``finetune`` (new weights-only run) allows it, for
+    adapting an AR checkpoint into a DLM.
+    """
+    saved_objective, objective = _objective_of(info.get("config")), _objective_of(config)
+    if not finetune and saved_objective and objective and saved_objective != objective:
+        raise CheckpointError(
+            f"--objective: checkpoint {saved_objective!r}, now {objective!r}; resuming must keep "
+            "the objective (pass --finetune to start a new run from its weights)"
+        )
     saved_model = (info.get("config") or {}).get("model", {})
     model = (config or {}).get("model", {})
     diffs = [
@@ -312,7 +330,13 @@ def load_checkpoint(
     """
     directory = resolve_checkpoint(path)
     info = read_checkpoint_info(directory)
-    check_compatible(info, config, tokenizer)
+    check_compatible(info, config, tokenizer, finetune=finetune)
+    saved_objective, objective = _objective_of(info.get("config")), _objective_of(config)
+    if finetune and saved_objective and objective and saved_objective != objective:
+        logger.info(
+            "--finetune: starting an --objective %s run from %s weights (%s)",
+            objective, saved_objective, directory,
+        )  # fmt: skip
     saved_world = info.get("world_size")
     with_optimizer = load_optim and not finetune and optimizer is not None
     metadata = dist_checkpointing.load_content_metadata(str(directory)) or {}

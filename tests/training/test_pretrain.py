@@ -178,6 +178,16 @@ def test_incompatible_checkpoint_and_tokenizer_are_clear_errors(tiny_data, tmp_p
     wider = _argv(tiny_data, tmp_path, "--train-iters", "3", "--hidden-size", "96")
     with pytest.raises(DistributedTestError, match=r"--hidden-size: checkpoint 64, now 96"):
         run_distributed(pretrain_worker, 1, args=(wider, str(tmp_path)))
+    as_ar = _argv(tiny_data, tmp_path, "--train-iters", "3", "--objective", "ar")
+    with pytest.raises(DistributedTestError, match=r"--objective: checkpoint 'dlm', now 'ar'.*"
+                       "--finetune"):  # fmt: skip
+        run_distributed(pretrain_worker, 1, args=(as_ar, str(tmp_path)))
+    # --finetune starts a new run from the weights, so changing the objective is allowed.
+    adapted = [*_argv(tiny_data, tmp_path / "adapted", "--train-iters", "1", "--objective", "ar",
+                      "--lr-warmup-iters", "0"),
+               "--load", str(tmp_path), "--finetune"]  # fmt: skip
+    (records,) = run_distributed(pretrain_worker, 1, args=(adapted, str(tmp_path / "adapted")))
+    assert [r["iteration"] for r in _train(records)] == [1]
     other = _other_tokenizer(tmp_path)
     swapped = [*_argv(tiny_data, tmp_path, "--train-iters", "3"), "--tokenizer-model", str(other)]
     with pytest.raises(DistributedTestError, match="CheckpointError: the checkpoint was trained "
