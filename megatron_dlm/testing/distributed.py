@@ -12,6 +12,9 @@ Workers are spawned once per world size and reused: importing torch and megatron
 several seconds per process, more than most tests. Each call gets a fresh rendezvous port and
 tears down its process groups afterwards. A call that raises shows the failing rank's
 traceback; a call that hangs past ``timeout`` kills the pool (the next call starts a new one).
+Each worker leads a process group that is killed with it, so processes started inside a call
+(megatron-core's async checkpoint writer runs a multiprocessing Manager server) never outlive
+the test session, even when a worker crashes or is killed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import atexit
 import contextlib
 import multiprocessing as mp
 import os
+import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -35,6 +40,10 @@ class DistributedTestError(AssertionError):
 
 
 def _worker_main(rank: int, world_size: int, conn: Connection, env: dict[str, str]) -> None:
+    # Lead a process group, so that the processes code run here starts (megatron-core's async
+    # checkpoint writer starts a multiprocessing Manager server, DataLoader workers, ...) end
+    # with the worker instead of outliving the test session.
+    os.setpgrp()
     os.environ.update(env)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
     import torch
@@ -43,10 +52,12 @@ def _worker_main(rank: int, world_size: int, conn: Connection, env: dict[str, st
     while True:
         try:
             task = conn.recv()
-        except EOFError:
-            return
+        except EOFError:  # the test process is gone
+            task = None
         if task is None:
-            return
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.killpg(os.getpgrp(), signal.SIGKILL)  # this worker and what it started
         fn, args, kwargs, port = task
         os.environ["MASTER_PORT"] = str(port)
         try:
@@ -95,6 +106,10 @@ class _Pool:
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=5)
+            # Whatever the worker started, even if the worker itself is gone (a process group
+            # id is not reused while any member lives).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
         for conn in self.conns:
             conn.close()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from megatron_dlm.testing import DistributedTestError, run_distributed
@@ -40,3 +43,24 @@ def test_harness_times_out_and_recovers():
         run_distributed(workers.sleep_forever, 2, timeout=3)
     results = run_distributed(workers.init_and_report, 2, args=({},))
     assert [r["rank"] for r in results] == [0, 1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child of an exited worker is reaped by init; until then it is a zombie.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_processes_started_by_a_crashed_worker_end_with_it():
+    pids = run_distributed(workers.start_a_manager, 2)
+    assert all(_alive(pid) for pid in pids)
+    with pytest.raises(DistributedTestError, match="died"):
+        run_distributed(workers.die, 2)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)

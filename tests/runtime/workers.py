@@ -34,6 +34,26 @@ def sleep_forever() -> None:
     time.sleep(3600)
 
 
+def start_a_manager() -> int:
+    """Start a multiprocessing Manager server and leave it running (as megatron-core's async
+    checkpoint writer does); returns its pid."""
+    import multiprocessing
+
+    manager = multiprocessing.get_context("spawn").Manager()
+    _LEFT_RUNNING.append(manager)
+    return manager._process.pid
+
+
+def die() -> None:
+    """End the worker process at once (no cleanup, like a crash)."""
+    import os
+
+    os._exit(1)
+
+
+_LEFT_RUNNING: list = []
+
+
 def shim_scope() -> dict:
     """Which torch.cuda do megatron-core modules and everyone else see once the shim is on?"""
     import torch
