@@ -1,12 +1,13 @@
 """CPU quickstart: the whole Megatron-DLM pipeline on a laptop-class CPU, in a few minutes.
 
     make quickstart                                      # creates .venv, installs, runs this
-    python examples/quickstart.py --output-dir runs/quickstart [--train-iters 300]
+    python examples/quickstart.py --output-dir runs/quickstart [--train-iters 300] \
+        [--vocab-size 8192]
 
 Each stage runs the tool a user would run (the command is printed first), on the running
 interpreter's standard library as the corpus:
 
-  1. tokenizer  tools/train_tokenizer.py   8k sentencepiece BPE for code, HF export
+  1. tokenizer  tools/train_tokenizer.py   sentencepiece BPE for code (8k by default), HF export
   2. data       tools/preprocess_data.py   train/valid split by file -> .bin/.idx
   3. train      pretrain_dlm.py            a 4-layer masked diffusion LM (tiny_cpu.yaml)
   4. sample     tools/generate.py          iterative denoising from the checkpoint
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/quickstart"))
     parser.add_argument("--train-iters", type=int, default=300)
+    parser.add_argument("--vocab-size", type=int, default=8192, help="tokenizer vocabulary size")
     parser.add_argument("--eval-limit", type=int, default=20, help="items per lm-eval task")
     args = parser.parse_args(argv)
     out = args.output_dir.resolve()
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     tok, data, ckpt = out / "tok" / "stdlib", out / "data", out / "checkpoints"
     times = {}
     times["tokenizer"] = run("tokenizer", [
-        "tools/train_tokenizer.py", "--stdlib", "--corpus-split", "train", "--vocab-size", "8192",
+        "tools/train_tokenizer.py", "--stdlib", "--corpus-split", "train",
+        "--vocab-size", str(args.vocab_size),
         "--output-prefix", str(tok), "--hf-output", f"{tok}_hf",
     ], env)  # fmt: skip
     times["data"] = sum(
