@@ -283,11 +283,13 @@ def check_compatible(
     adapting an AR checkpoint into a DLM.
     """
     saved_objective, objective = _objective_of(info.get("config")), _objective_of(config)
-    if not finetune and saved_objective and objective and saved_objective != objective:
-        raise CheckpointError(
-            f"--objective: checkpoint {saved_objective!r}, now {objective!r}; resuming must keep "
-            "the objective (pass --finetune to start a new run from its weights)"
-        )
+    if saved_objective and objective and saved_objective != objective:
+        if not finetune:
+            raise CheckpointError(
+                f"--objective: checkpoint {saved_objective!r}, now {objective!r}; resuming must "
+                "keep the objective (pass --finetune to start a new run from its weights)"
+            )
+        logger.info("--finetune: an --objective %s run from %s weights", objective, saved_objective)
     saved_model = (info.get("config") or {}).get("model", {})
     model = (config or {}).get("model", {})
     diffs = [
@@ -331,12 +333,6 @@ def load_checkpoint(
     directory = resolve_checkpoint(path)
     info = read_checkpoint_info(directory)
     check_compatible(info, config, tokenizer, finetune=finetune)
-    saved_objective, objective = _objective_of(info.get("config")), _objective_of(config)
-    if finetune and saved_objective and objective and saved_objective != objective:
-        logger.info(
-            "--finetune: starting an --objective %s run from %s weights (%s)",
-            objective, saved_objective, directory,
-        )  # fmt: skip
     saved_world = info.get("world_size")
     with_optimizer = load_optim and not finetune and optimizer is not None
     metadata = dist_checkpointing.load_content_metadata(str(directory)) or {}
