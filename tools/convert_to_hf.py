@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from megatron_dlm.checkpoint import CheckpointError
     from megatron_dlm.hf.convert import (
         ExportError,
         VerificationError,
@@ -77,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     from megatron_dlm.hf.tokenizer_export import TokenizerExportError
     from megatron_dlm.runtime.logging_utils import setup_logging
-    from megatron_dlm.training.checkpointing import CheckpointError
 
     setup_logging()
     try:

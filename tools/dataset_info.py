@@ -87,7 +87,7 @@ def describe(summary: IndexSummary) -> dict:
     }
     try:
         meta = read_dataset_metadata(summary.prefix)
-        info["tokenizer"] = meta.tokenizer
+        info["tokenizer"] = meta.tokenizer.to_dict()
         info["eod_appended"] = meta.eod_appended
     except DatasetMetadataError:
         info["tokenizer"] = None  # e.g. written by Megatron-LM's tool
@@ -129,7 +129,7 @@ def report(infos: list[dict], plan: dict | None) -> str:
         if tok:
             lines.append(
                 f"  tokenizer: {tok['type']} {tok['model']} (vocab {tok['vocab_size']}, "
-                f"eod {tok['eod']}, pad {tok['pad']}, mask {tok['mask']})"
+                f"eod {tok['eod_id']}, pad {tok['pad_id']}, mask {tok['mask_id']})"
             )
         else:
             lines.append(f"  no {metadata_path(info['prefix'])}: tokenizer unknown")

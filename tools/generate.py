@@ -80,7 +80,7 @@ def megatron_generator(args):
     """(generate(prompt_ids) -> GenerationOutput, tokenizer, is_main) for a Megatron checkpoint."""
     from megatron_dlm.config import DataConfig, ParallelConfig
     from megatron_dlm.data.tokenizer import build_tokenizer
-    from megatron_dlm.models.from_checkpoint import load_model_from_checkpoint
+    from megatron_dlm.models import load_trained
     from megatron_dlm.runtime.distributed import init_distributed
     from megatron_dlm.sampling import autoregressive_generate, diffusion_generate
     from megatron_dlm.sampling.megatron_model import megatron_logits_fn
@@ -91,8 +91,9 @@ def megatron_generator(args):
     )
     options = _sampling_options(args)
     ctx = init_distributed(parallel, seed=options.seed)
-    cfg, model, vocab, tok_info = load_model_from_checkpoint(args.load, parallel)
-    tokenizer_model = args.tokenizer_model or tok_info.get("path")
+    trained = load_trained(args.load, parallel)
+    cfg, vocab = trained.config, trained.vocab
+    tokenizer_model = args.tokenizer_model or trained.tokenizer.model
     if not tokenizer_model:
         raise SystemExit("the checkpoint records no tokenizer path: give --tokenizer-model")
     tokenizer = build_tokenizer(
@@ -103,7 +104,7 @@ def megatron_generator(args):
             f"--tokenizer-model {tokenizer_model} (vocab {tokenizer.vocab_size}) does not match "
             f"the checkpoint (vocab {vocab.size})"
         )
-    fn = megatron_logits_fn(model[0], bidirectional=cfg.objective.bidirectional)
+    fn = megatron_logits_fn(trained.module, bidirectional=trained.bidirectional)
 
     def generate(prompt_ids):
         common = dict(

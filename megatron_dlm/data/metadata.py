@@ -2,23 +2,24 @@
 
 tools/preprocess_data.py records which tokenizer produced the token ids, so that training can
 refuse a tokenizer whose vocabulary differs from the dataset's (the ids would mean other
-tokens, silently). Format (version 1; docs/data-tools.md)::
+tokens, silently). Format (version 2; docs/data-tools.md)::
 
     {
-      "format": "megatron-dlm-dataset", "version": 1,
+      "format": "megatron-dlm-dataset", "version": 2,
       "documents": 573, "tokens": 2794521, "dtype": "uint16", "eod_appended": true,
       "bin_bytes": 5589042, "idx_bytes": 11526,
-      "tokenizer": {"type": "SentencePieceTokenizer", "model": "/abs/stdlib.model",
-                    "model_sha256": "...", "vocab_size": 8192, "vocab_sha256": "...",
-                    "eod": 2, "pad": 1, "mask": 3},
+      "tokenizer": {"vocab_size": 8192, "mask_id": 3, "eod_id": 2, "pad_id": 1,
+                    "type": "SentencePieceTokenizer", "model": "/abs/stdlib.model",
+                    "vocab_sha256": "...", "model_sha256": "..."},
       "source": {"json_key": "text", "inputs": ["..."], "input_bytes": 10871234,
                  "skipped": {"undecodable": 1}}
     }
 
-A tokenizer *matches* a dataset when its vocabulary size, vocabulary fingerprint
-(``vocab_sha256``: the pieces in id order) and special ids equal the recorded ones. The model
-file's sha256 is provenance only: a sentencepiece model and its Hugging Face export match the
-same datasets.
+The ``tokenizer`` entry is a :class:`~megatron_dlm.checkpoint.TokenizerRecord`, the same record
+checkpoints hold (version 1 files named the ids ``eod``, ``pad``, ``mask``; they still read). A
+tokenizer *matches* a dataset when its vocabulary size, vocabulary fingerprint (``vocab_sha256``:
+the pieces in id order) and special ids equal the recorded ones. The model file's sha256 is
+provenance only: a sentencepiece model and its Hugging Face export match the same datasets.
 """
 
 from __future__ import annotations
@@ -27,29 +28,21 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
+
+from megatron_dlm.checkpoint import CheckpointError, TokenizerRecord
+from megatron_dlm.checkpoint.tokenizer_record import FingerprintedTokenizer
 
 logger = logging.getLogger(__name__)
 
 METADATA_FORMAT = "megatron-dlm-dataset"
-METADATA_VERSION = 1
+METADATA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 METADATA_SUFFIX = ".meta.json"
 
 
 class DatasetMetadataError(ValueError):
     """Missing or unreadable metadata, or a tokenizer that does not match the dataset."""
-
-
-class FingerprintedTokenizer(Protocol):
-    """What the check needs from a tokenizer (``DLMTokenizer`` and ``TextEncoder`` have it)."""
-
-    tokenizer_type: str
-    vocab_size: int
-    vocab_sha256: str
-    model_sha256: str
-    mask_id: int
-    eod: int
-    pad: int
 
 
 @dataclass
@@ -62,13 +55,13 @@ class DatasetMetadata:
     eod_appended: bool
     bin_bytes: int
     idx_bytes: int
-    tokenizer: dict[str, Any]
+    tokenizer: TokenizerRecord
     source: dict[str, Any] = field(default_factory=dict)
     format: str = METADATA_FORMAT
     version: int = METADATA_VERSION
 
     def to_json(self) -> str:
-        values = asdict(self)
+        values = asdict(self)  # the record becomes a dict too
         ordered = {"format": values.pop("format"), "version": values.pop("version"), **values}
         return json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
 
@@ -78,18 +71,11 @@ def metadata_path(prefix: str | os.PathLike) -> str:
     return os.fspath(prefix) + METADATA_SUFFIX
 
 
-def tokenizer_fingerprint(tokenizer: FingerprintedTokenizer, model_path: str = "") -> dict:
+def tokenizer_fingerprint(
+    tokenizer: FingerprintedTokenizer, model_path: str = ""
+) -> TokenizerRecord:
     """The ``tokenizer`` entry of the metadata for ``tokenizer``."""
-    return {
-        "type": tokenizer.tokenizer_type,
-        "model": model_path or str(getattr(tokenizer, "model_path", "")),
-        "model_sha256": tokenizer.model_sha256,
-        "vocab_size": int(tokenizer.vocab_size),
-        "vocab_sha256": tokenizer.vocab_sha256,
-        "eod": int(tokenizer.eod),
-        "pad": int(tokenizer.pad),
-        "mask": int(tokenizer.mask_id),
-    }
+    return TokenizerRecord.from_tokenizer(tokenizer, model_path)
 
 
 def write_dataset_metadata(path: str | os.PathLike, metadata: DatasetMetadata) -> None:
@@ -118,14 +104,16 @@ def read_dataset_metadata(prefix: str | os.PathLike) -> DatasetMetadata:
         raise DatasetMetadataError(f"cannot read dataset metadata {path!r}: {exc}") from exc
     if not isinstance(values, dict) or values.get("format") != METADATA_FORMAT:
         raise DatasetMetadataError(f"{path!r} is not a Megatron-DLM dataset metadata file")
-    if values.get("version") != METADATA_VERSION:
+    if values.get("version") not in READABLE_VERSIONS:
         raise DatasetMetadataError(
             f"{path!r} has metadata version {values.get('version')}; this Megatron-DLM reads "
-            f"version {METADATA_VERSION}"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     try:
+        values["tokenizer"] = TokenizerRecord.from_dict(values.get("tokenizer"), repr(path))
+        values["version"] = METADATA_VERSION
         return DatasetMetadata(**values)
-    except TypeError as exc:
+    except (TypeError, CheckpointError) as exc:
         raise DatasetMetadataError(f"{path!r} is incomplete or malformed: {exc}") from exc
 
 
@@ -168,14 +156,13 @@ def check_tokenizer_matches(
     recorded = metadata.tokenizer
     current = tokenizer_fingerprint(tokenizer)
     differences = [
-        f"{key}: dataset {recorded.get(key)!r}, tokenizer {current[key]!r}"
-        for key in ("vocab_size", "vocab_sha256", "eod", "pad", "mask")
-        if recorded.get(key) != current[key]
+        f"{name}: dataset {theirs!r}, tokenizer {mine!r}"
+        for name, mine, theirs in current.differences(recorded)
     ]
     if differences:
         raise DatasetMetadataError(
-            f"tokenizer {current['model']!r} does not match the dataset {os.fspath(prefix)!r}, "
-            f"tokenized with {recorded.get('model')!r} (per {metadata_path(prefix)!r}): "
+            f"tokenizer {current.model!r} does not match the dataset {os.fspath(prefix)!r}, "
+            f"tokenized with {recorded.model!r} (per {metadata_path(prefix)!r}): "
             + "; ".join(differences)
             + ". Use the dataset's tokenizer (--tokenizer-model) or preprocess the data again "
             "with this one."

@@ -32,20 +32,21 @@ def megatron_backend(path: str | Path, tokenizer_model: str | None = None) -> Ev
     """One process, TP=1: the checkpoint is resharded to this layout on load."""
     from megatron_dlm.config import DataConfig, ParallelConfig
     from megatron_dlm.data.tokenizer import build_tokenizer
-    from megatron_dlm.models.from_checkpoint import load_model_from_checkpoint
+    from megatron_dlm.models import load_trained
     from megatron_dlm.runtime.distributed import destroy_distributed, init_distributed
     from megatron_dlm.sampling.megatron_model import megatron_logits_fn
 
     init_distributed(ParallelConfig())
-    cfg, model, vocab, tok_info = load_model_from_checkpoint(str(path))
-    model_path = tokenizer_model or tok_info.get("path")
+    trained = load_trained(path)
+    cfg, vocab = trained.config, trained.vocab
+    model_path = tokenizer_model or trained.tokenizer.model
     if not model_path:
         raise ValueError(f"{path}: no tokenizer recorded; pass tokenizer_model=...")
     tokenizer = build_tokenizer(
         DataConfig(tokenizer_type=cfg.data.tokenizer_type, tokenizer_model=model_path)
     )
     return EvalBackend(
-        logits_fn=megatron_logits_fn(model[0], bidirectional=cfg.objective.bidirectional),
+        logits_fn=megatron_logits_fn(trained.module, bidirectional=trained.bidirectional),
         tokenize=tokenizer.tokenize,
         detokenize=lambda ids: tokenizer.detokenize(list(ids)),
         mask_id=vocab.mask_id,
@@ -100,7 +101,7 @@ def load_backend(
     path = Path(pretrained)
     if not path.exists():
         raise FileNotFoundError(f"pretrained={pretrained}: no such directory")
-    from megatron_dlm.training.checkpointing import has_checkpoint
+    from megatron_dlm.checkpoint import has_checkpoint
 
     # A checkpoint directory also holds the run's config.json: check it first.
     if has_checkpoint(path):

@@ -29,15 +29,13 @@ from pathlib import Path
 
 import torch
 
+from megatron_dlm.checkpoint import CheckpointError, TokenizerRecord
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.hf.configuration_megatron_dlm import MegatronDLMConfig
-from megatron_dlm.hf.megatron_checkpoint import (
-    LoadedCheckpoint,
-    load_checkpoint_for_export,
-    single_process,
-)
 from megatron_dlm.hf.verify import DEFAULT_RTOL, VerifyReport, verify_export
 from megatron_dlm.hf.weights import megatron_to_hf
+from megatron_dlm.models.trained import TrainedModel, load_trained
+from megatron_dlm.runtime.distributed import single_process
 from megatron_dlm.sampling import STANDALONE_MODULES, SamplingConfig
 
 logger = logging.getLogger(__name__)
@@ -74,7 +72,7 @@ class ExportResult:
     verify: VerifyReport | None = None
 
 
-def hf_config_from_megatron(cfg: DLMConfig, tokenizer: dict) -> MegatronDLMConfig:
+def hf_config_from_megatron(cfg: DLMConfig, tokenizer: TokenizerRecord) -> MegatronDLMConfig:
     """The HF configuration of a training config and its checkpoint's tokenizer record."""
     m = cfg.model
     if m.is_moe and not m.disable_bias_linear:
@@ -84,7 +82,7 @@ def hf_config_from_megatron(cfg: DLMConfig, tokenizer: dict) -> MegatronDLMConfi
         )
     objective = cfg.objective.objective
     config = MegatronDLMConfig(
-        vocab_size=tokenizer["vocab_size"],
+        vocab_size=tokenizer.vocab_size,
         hidden_size=m.hidden_size,
         intermediate_size=m.ffn_hidden_size,
         num_hidden_layers=m.num_layers,
@@ -102,9 +100,9 @@ def hf_config_from_megatron(cfg: DLMConfig, tokenizer: dict) -> MegatronDLMConfi
         add_bias_linear=not m.disable_bias_linear,
         add_qkv_bias=m.add_qkv_bias,
         objective=objective,
-        mask_token_id=tokenizer["mask_id"],
-        pad_token_id=tokenizer["pad"],
-        eos_token_id=tokenizer["eod"],
+        mask_token_id=tokenizer.mask_id,
+        pad_token_id=tokenizer.pad_id,
+        eos_token_id=tokenizer.eod_id,
         tie_word_embeddings=not m.untie_embeddings_and_output_weights,
         num_experts=m.num_experts,
         moe_router_topk=m.moe_router_topk,
@@ -187,7 +185,7 @@ def write_weights(
 
 
 def write_export(
-    loaded: LoadedCheckpoint,
+    loaded: TrainedModel,
     directory: Path,
     *,
     dtype: torch.dtype = torch.float32,
@@ -206,7 +204,7 @@ def write_export(
     for name, source in CODE_FILES.items():
         shutil.copyfile(source, directory / name)
     if not skip_tokenizer:
-        path = tokenizer_model or loaded.tokenizer.get("path")
+        path = tokenizer_model or loaded.tokenizer.model
         if not path:
             raise ExportError(
                 "the checkpoint records no tokenizer path: pass --tokenizer-model PATH "
@@ -214,7 +212,7 @@ def write_export(
             )
         export_tokenizer(
             path,
-            None if tokenizer_model else loaded.tokenizer.get("type"),
+            None if tokenizer_model else loaded.tokenizer.type,
             directory,
             vocab_size=loaded.vocab.size,
             special_ids={
@@ -223,18 +221,25 @@ def write_export(
                 "pad_token": loaded.vocab.pad_id,
             },
             model_max_length=config.max_position_embeddings,
-            vocab_sha256=loaded.tokenizer.get("sha256"),
+            vocab_sha256=loaded.tokenizer.vocab_sha256,
         )
     provenance = {
         "source_checkpoint": str(loaded.directory.resolve()),
         "iteration": loaded.iteration,
-        "tokenizer": loaded.tokenizer,
+        "tokenizer": loaded.tokenizer.to_dict(),
         "megatron_config": loaded.config.to_dict(),
-        "padded_vocab_size": loaded.model.embedding.word_embeddings.weight.shape[0],
+        "padded_vocab_size": loaded.module.embedding.word_embeddings.weight.shape[0],
     }
     text = json.dumps(provenance, indent=2, default=str) + "\n"
     (directory / PROVENANCE_FILE).write_text(text, encoding="utf-8")
     return config, sorted(p.name for p in directory.iterdir())
+
+
+def load_for_export(load: str | Path) -> TrainedModel:
+    """The checkpoint's model in this one process, full tensors (inside ``single_process``)."""
+    if not Path(load).exists():
+        raise CheckpointError(f"--load {load}: no such directory")
+    return load_trained(load, for_export=True)
 
 
 def check_output_dir(output: Path) -> None:
@@ -277,7 +282,7 @@ def convert_checkpoint(
     partial.mkdir()
     try:
         with single_process():
-            loaded = load_checkpoint_for_export(load)
+            loaded = load_for_export(load)
             config, files = write_export(
                 loaded,
                 partial,
@@ -313,7 +318,7 @@ def verify_existing_export(
     saved = json.loads((output / "config.json").read_text())
     dtype = saved.get("dtype") or saved.get("torch_dtype") or "float32"  # v5 / v4 key
     with single_process():
-        loaded = load_checkpoint_for_export(load)
+        loaded = load_for_export(load)
         rounding = DTYPES.get(str(dtype).replace("torch.", ""))
         rounding = None if rounding in (None, torch.float32) else rounding
         return verify_export(loaded, output, rtol=verify_rtol, round_weights_to=rounding)

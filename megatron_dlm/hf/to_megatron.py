@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from megatron_dlm.checkpoint import TokenizerRecord
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.hf.configuration_megatron_dlm import MegatronDLMConfig
 from megatron_dlm.hf.convert import PROVENANCE_FILE, ExportError
@@ -34,13 +35,16 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def training_config(directory: Path, config: MegatronDLMConfig) -> tuple[dict, dict, int | None]:
+def training_config(
+    directory: Path, config: MegatronDLMConfig
+) -> tuple[dict, TokenizerRecord, int | None]:
     """(DLMConfig dict, tokenizer record, padded vocabulary rows or None) for an export."""
     provenance = directory / PROVENANCE_FILE
     if provenance.is_file():
         record = json.loads(provenance.read_text())
         saved = record["megatron_config"]
-        return saved, record["tokenizer"], record.get("padded_vocab_size")
+        tokenizer = TokenizerRecord.from_dict(record["tokenizer"], f"{provenance}: tokenizer")
+        return saved, tokenizer, record.get("padded_vocab_size")
     model = dict(
         num_layers=config.num_hidden_layers,
         hidden_size=config.hidden_size,
@@ -69,12 +73,12 @@ def training_config(directory: Path, config: MegatronDLMConfig) -> tuple[dict, d
         moe_router_score_function=config.moe_router_score_function,
         moe_router_pre_softmax=config.moe_router_pre_softmax,
     )
-    tokenizer = {
-        "vocab_size": config.vocab_size,
-        "mask_id": config.mask_token_id,
-        "eod": config.eos_token_id,
-        "pad": config.pad_token_id,
-    }
+    tokenizer = TokenizerRecord(
+        vocab_size=config.vocab_size,
+        mask_id=config.mask_token_id,
+        eod_id=config.eos_token_id,
+        pad_id=config.pad_token_id,
+    )
     return {"model": model, "objective": {"objective": config.objective}}, tokenizer, None
 
 
@@ -83,17 +87,18 @@ def import_hf_folder(directory: str | Path, save: str | Path, *, iteration: int 
 
     Returns the ``iter_*`` directory written.
     """
-    from megatron_dlm.hf.megatron_checkpoint import export_config, single_process
+    from megatron_dlm.checkpoint import TrainState, save_checkpoint
     from megatron_dlm.models.provider import build_model
-    from megatron_dlm.training.checkpointing import TrainState, save_checkpoint
+    from megatron_dlm.models.trained import trained_config
+    from megatron_dlm.runtime.distributed import single_process
 
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise ExportError(f"{directory} is not an exported folder (no config.json)")
     config = MegatronDLMConfig.from_pretrained(directory)
     saved, tokenizer, padded_rows = training_config(directory, config)
-    cfg = export_config(saved, padded_rows)
-    vocab = Vocab(tokenizer["vocab_size"], tokenizer["mask_id"], tokenizer["eod"], tokenizer["pad"])
+    cfg = trained_config(saved, embedding_rows=padded_rows, for_export=True)
+    vocab = Vocab.from_record(tokenizer)
     with single_process():
         (model,) = build_model(cfg, vocab)
         rows = model.embedding.word_embeddings.weight.shape[0]
@@ -107,6 +112,6 @@ def import_hf_folder(directory: str | Path, save: str | Path, *, iteration: int 
             save,
             TrainState(iteration=iteration),
             [model],
-            config=DLMConfig.from_dict(saved).to_dict(),  # the run's config, defaults filled in
+            config=DLMConfig.from_dict(saved),  # the run's config, defaults filled in
             tokenizer=tokenizer,
         )

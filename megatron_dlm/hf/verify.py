@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from megatron_dlm.hf.megatron_checkpoint import LoadedCheckpoint
+from megatron_dlm.models.trained import TrainedModel
 
 DEFAULT_RTOL = 1e-4
 
@@ -67,7 +67,7 @@ def load_exported(directory: str | Path, *, dtype: torch.dtype = torch.float32, 
 
 @torch.no_grad()
 def verify_export(
-    loaded: LoadedCheckpoint,
+    loaded: TrainedModel,
     directory: str | Path,
     *,
     rtol: float = DEFAULT_RTOL,
@@ -82,7 +82,7 @@ def verify_export(
     """
     from megatron_dlm.sampling.megatron_model import megatron_logits_fn
 
-    model, vocab = loaded.model, loaded.vocab
+    model, vocab = loaded.module, loaded.vocab
     device = next(model.parameters()).device
     if round_weights_to is not None:
         for param in model.parameters():

@@ -148,6 +148,12 @@ def build_model(cfg: DLMConfig, vocab: Vocab) -> list[GPTModel]:
     Megatron-LM's convention: training code always handles a list of chunks.
     """
     config = transformer_config(cfg)
+    if cfg.model.is_moe:
+        # megatron-core's MoE metrics tracker is process-global and sized by the first model's
+        # layer count: a second, deeper model in the same process would index past its end.
+        from megatron.core.transformer.moe.moe_utils import get_moe_layer_wise_logging_tracker
+
+        get_moe_layer_wise_logging_tracker().clear()
     vpp = cfg.parallel.num_virtual_stages_per_pipeline_rank
     stages = range(vpp) if vpp else [None]
     chunks = [build_model_chunk(cfg, vocab, config, vp_stage=stage) for stage in stages]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from megatron_dlm.checkpoint import TokenizerRecord
 
 
 class TokenizerLike(Protocol):
@@ -54,6 +57,11 @@ class Vocab:
     @classmethod
     def from_tokenizer(cls, tokenizer: TokenizerLike) -> Vocab:
         return cls(tokenizer.vocab_size, tokenizer.mask_id, tokenizer.eod, tokenizer.pad)
+
+    @classmethod
+    def from_record(cls, record: TokenizerRecord) -> Vocab:
+        """The vocabulary of a checkpoint's (or dataset's) tokenizer record."""
+        return cls(record.vocab_size, record.mask_id, record.eod_id, record.pad_id)
 
     def padded_size(self, divisible_by: int, tensor_parallel_size: int) -> int:
         return padded_vocab_size(self.size, divisible_by, tensor_parallel_size)

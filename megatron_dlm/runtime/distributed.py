@@ -162,3 +162,32 @@ def distributed(parallel: ParallelConfig, seed: int = 1234) -> Iterator[Distribu
         yield ctx
     finally:
         destroy_distributed()
+
+
+@contextlib.contextmanager
+def single_process() -> Iterator[None]:
+    """Run inside a one-process torch.distributed world at TP=PP=EP=1 (made here unless one
+    exists; then the caller owns it).
+
+    Tools that reshard any saved layout into one process (export, import, verification) use it.
+
+    Raises:
+        RuntimeError: a world of more than one process already exists (launched with torchrun).
+    """
+    from megatron.core import parallel_state
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if torch.distributed.get_world_size() != 1:
+            raise RuntimeError(
+                "this tool runs in a single process (it reshards any saved layout to "
+                "TP=PP=EP=1); launch it with python, not torchrun"
+            )
+        if not parallel_state.model_parallel_is_initialized():
+            init_distributed(ParallelConfig())
+        yield
+        return
+    init_distributed(ParallelConfig())
+    try:
+        yield
+    finally:
+        destroy_distributed()

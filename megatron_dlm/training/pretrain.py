@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
+from megatron_dlm.checkpoint import TokenizerRecord, TrainState, has_checkpoint, load_checkpoint
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.models.vocab import Vocab
 from megatron_dlm.runtime.distributed import destroy_distributed, init_distributed
 from megatron_dlm.training.batching import resolve_batch_layout
-from megatron_dlm.training.checkpointing import TrainState, has_checkpoint, load_checkpoint
 from megatron_dlm.training.flops import flops_per_sequence, parameter_counts, peak_tflops
 from megatron_dlm.training.model_setup import count_parameters, setup_model
 from megatron_dlm.training.optimizer import build_optimizer, build_scheduler
@@ -38,19 +38,6 @@ def length_multiple(cfg: DLMConfig) -> int:
     if parallel.context_parallel_size > 1:
         multiple *= 2 * parallel.context_parallel_size
     return multiple
-
-
-def tokenizer_info(tokenizer) -> dict:
-    """What a checkpoint records about its tokenizer (checked again on resume and export)."""
-    return {
-        "vocab_size": tokenizer.vocab_size,
-        "mask_id": tokenizer.mask_id,
-        "eod": tokenizer.eod,
-        "pad": tokenizer.pad,
-        "path": str(tokenizer.model_path),
-        "sha256": tokenizer.vocab_sha256,
-        "type": tokenizer.tokenizer_type,
-    }
 
 
 def pretrain(cfg: DLMConfig) -> TrainState:
@@ -81,7 +68,7 @@ def pretrain(cfg: DLMConfig) -> TrainState:
         model[0].config.grad_scale_func = optimizer.scale_loss
 
         state = TrainState()
-        tok_info = tokenizer_info(tokenizer)
+        tok_record = TokenizerRecord.from_tokenizer(tokenizer)
         load = cfg.checkpoint.load
         if load and has_checkpoint(load):
             state = load_checkpoint(
@@ -89,8 +76,8 @@ def pretrain(cfg: DLMConfig) -> TrainState:
                 model,
                 optimizer,
                 scheduler,
-                config=cfg.to_dict(),
-                tokenizer=tok_info,
+                config=cfg,
+                tokenizer=tok_record,
                 load_optim=not cfg.checkpoint.no_load_optim,
                 load_rng=not cfg.checkpoint.no_load_rng,
                 finetune=cfg.checkpoint.finetune,
@@ -152,7 +139,7 @@ def pretrain(cfg: DLMConfig) -> TrainState:
             flops_per_sequence=flops_per_sequence(cfg, padded),
             peak_tflops=peak_tflops(cfg, cfg.logging.peak_tflops),
             samples_per_epoch=getattr(splits.info, "samples_per_epoch", None),
-            tokenizer_info=tok_info,
+            tokenizer=tok_record,
             run_dir=str(run_dir),
         )
         return trainer.train()

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 import torch
 from megatron.core import parallel_state
 
+from megatron_dlm.checkpoint import TokenizerRecord, TrainState, save_checkpoint
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.training.batching import BatchLayout
-from megatron_dlm.training.checkpointing import TrainState, save_checkpoint
 from megatron_dlm.training.metrics import MetricsWriter, format_console_line
 from megatron_dlm.training.optimizer import guarded_step
 from megatron_dlm.training.signals import ExitSignalHandler
@@ -77,7 +77,7 @@ class Trainer:
         flops_per_sequence: float = 0.0,
         peak_tflops: float | None = None,
         samples_per_epoch: int | None = None,
-        tokenizer_info: dict | None = None,
+        tokenizer: TokenizerRecord | None = None,
         run_dir: str | None = None,
     ):
         self.cfg = cfg
@@ -92,7 +92,7 @@ class Trainer:
         self.flops_per_sequence = flops_per_sequence
         self.peak_tflops = peak_tflops
         self.samples_per_epoch = samples_per_epoch
-        self.tokenizer_info = tokenizer_info
+        self.tokenizer = tokenizer
         self.writer = None
         if reports_here() and run_dir is not None:
             log = cfg.logging
@@ -143,8 +143,8 @@ class Trainer:
             self.model,
             self.optimizer,
             self.scheduler,
-            config=self.cfg.to_dict(),
-            tokenizer=self.tokenizer_info,
+            config=self.cfg,
+            tokenizer=self.tokenizer,
             keep_last_k=self.cfg.checkpoint.keep_last_k,
         )
 

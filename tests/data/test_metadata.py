@@ -40,7 +40,7 @@ def other_models(tmp_path_factory, corpus_texts):
 
 def test_the_dataset_tokenizer_and_its_hf_export_match(dataset_prefix, sp_tokenizer, hf_tokenizer):
     meta = check_tokenizer_matches(dataset_prefix, sp_tokenizer)
-    assert meta.tokenizer["vocab_size"] == 1024
+    assert meta.tokenizer.vocab_size == 1024
     check_tokenizer_matches(dataset_prefix, hf_tokenizer)  # other file, same vocabulary
     check_tokenizer_matches(dataset_prefix, TextEncoder(sp_tokenizer.model_path))
 

@@ -108,9 +108,9 @@ def test_metadata_records_the_tokenizer_and_counts(w1, sp_tokenizer):
     summary = read_index(dataset_prefix)
     assert (meta.documents, meta.tokens) == (summary.num_documents, summary.num_tokens)
     assert meta.eod_appended and meta.dtype == "uint16"
-    assert meta.tokenizer["vocab_sha256"] == sp_tokenizer.vocab_sha256
-    assert meta.tokenizer["model_sha256"] == sp_tokenizer.model_sha256
-    assert (meta.tokenizer["eod"], meta.tokenizer["pad"], meta.tokenizer["mask"]) == (2, 1, 3)
+    assert meta.tokenizer.vocab_sha256 == sp_tokenizer.vocab_sha256
+    assert meta.tokenizer.model_sha256 == sp_tokenizer.model_sha256
+    assert (meta.tokenizer.eod_id, meta.tokenizer.pad_id, meta.tokenizer.mask_id) == (2, 1, 3)
     assert meta.source["skipped"]["binary"] == 1
 
 

@@ -41,9 +41,9 @@ def te_probe(cfg_dict: dict) -> dict:
 
 def local_vs_te_logits(local_dict: dict, te_dict: dict, workdir: str) -> float:
     """Max |logits| difference between the local and TE specs holding the same weights."""
+    from megatron_dlm.checkpoint import load_model_weights, save_model_weights
     from megatron_dlm.models.provider import build_model
     from megatron_dlm.runtime.distributed import init_distributed
-    from megatron_dlm.training.checkpointing import load_model_weights, save_model_weights
 
     local_cfg, te_cfg = DLMConfig.from_dict(local_dict), DLMConfig.from_dict(te_dict)
     init_distributed(local_cfg.parallel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def tokenizer_json(tmp_path_factory) -> Path:
 
 def _build(name: str, root: Path, tokenizer_json: Path) -> Exported:
     parallel, objective, model = CASES[name]
-    record = dict(workers.TOKENIZER, path=str(tokenizer_json))
+    record = dataclasses.replace(workers.TOKENIZER, model=str(tokenizer_json))
     saved = run_distributed(
         workers.save_perturbed_checkpoint,
         2,

@@ -89,7 +89,7 @@ def test_bad_inputs(exported_dlm, tmp_path):
     shutil.copytree(ckpt, broken)
     (broken / "latest_checkpointed_iteration.txt").write_text("123\n")
     status, text = cli("--load", broken, "--output", tmp_path / "b")
-    assert status == 2 and "iter_0000123" in text and "does not exist" in text, text
+    assert status == 2 and "iter_0000123" in text and "missing or incomplete" in text, text
 
     corrupt = tmp_path / "corrupt"
     shutil.copytree(ckpt, corrupt)

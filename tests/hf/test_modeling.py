@@ -121,10 +121,11 @@ def test_shipped_code_needs_only_torch_and_transformers():
 
 
 def test_config_mapping_and_refusals():
+    from megatron_dlm.checkpoint import TokenizerRecord
     from megatron_dlm.config import DLMConfig, ModelConfig, ObjectiveConfig
     from megatron_dlm.hf.convert import ExportError, hf_config_from_megatron
 
-    record = {"vocab_size": 10, "mask_id": 9, "eod": 1, "pad": 0}
+    record = TokenizerRecord(vocab_size=10, mask_id=9, eod_id=1, pad_id=0)
     cfg = DLMConfig(
         model=ModelConfig(
             num_query_groups=2, kv_channels=24, untie_embeddings_and_output_weights=True

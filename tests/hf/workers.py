@@ -14,11 +14,14 @@ from pathlib import Path
 
 import torch
 
+from megatron_dlm.checkpoint import TokenizerRecord
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.models.vocab import Vocab
 
 VOCAB = Vocab(size=100, mask_id=99, eod_id=1, pad_id=0)
-TOKENIZER = {"vocab_size": 100, "mask_id": 99, "eod": 1, "pad": 0, "type": "HuggingFaceTokenizer"}
+TOKENIZER = TokenizerRecord(
+    vocab_size=100, mask_id=99, eod_id=1, pad_id=0, type="HuggingFaceTokenizer"
+)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -33,25 +36,25 @@ def _perturb(model: torch.nn.Module, tied: bool) -> None:
             param.add_((0.3 * noise).to(param.dtype))
 
 
-def save_perturbed_checkpoint(cfg_dict: dict, root: str, tokenizer: dict, iteration: int = 7):
+def save_perturbed_checkpoint(
+    cfg_dict: dict, root: str, tokenizer: TokenizerRecord, iteration: int = 7
+):
     """Save a checkpoint at ``cfg_dict``'s layout; return the full logits on a sample batch
     where the layout allows computing them without a pipeline schedule (PP=1), else None."""
     from megatron.core import parallel_state
 
+    from megatron_dlm.checkpoint import TrainState, save_checkpoint
     from megatron_dlm.hf.verify import sample_batch
     from megatron_dlm.models.provider import build_model
     from megatron_dlm.runtime.distributed import init_distributed
     from megatron_dlm.sampling.megatron_model import megatron_logits_fn
-    from megatron_dlm.training.checkpointing import TrainState, save_checkpoint
 
     cfg = DLMConfig.from_dict(cfg_dict)
     init_distributed(cfg.parallel, seed=5)
     (model,) = build_model(cfg, VOCAB)
     _perturb(model, tied=not cfg.model.untie_embeddings_and_output_weights)
     model.eval()
-    save_checkpoint(
-        root, TrainState(iteration=iteration), [model], config=cfg.to_dict(), tokenizer=tokenizer
-    )
+    save_checkpoint(root, TrainState(iteration=iteration), [model], config=cfg, tokenizer=tokenizer)
     if parallel_state.get_pipeline_model_parallel_world_size() > 1:
         return None
     tokens, valid = sample_batch(VOCAB.size, 24, VOCAB.pad_id)
@@ -61,25 +64,27 @@ def save_perturbed_checkpoint(cfg_dict: dict, root: str, tokenizer: dict, iterat
 
 def reference_logits(root: str, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """The checkpoint's logits at TP=PP=EP=1 (the converter's loader, megatron-core's forward)."""
-    from megatron_dlm.hf.megatron_checkpoint import load_checkpoint_for_export, single_process
+    from megatron_dlm.models import load_trained
+    from megatron_dlm.runtime.distributed import single_process
     from megatron_dlm.sampling.megatron_model import megatron_logits_fn
 
     with single_process():
-        loaded = load_checkpoint_for_export(root)
-        fn = megatron_logits_fn(loaded.model, bidirectional=loaded.config.objective.bidirectional)
+        loaded = load_trained(root, for_export=True)
+        fn = megatron_logits_fn(loaded.module, bidirectional=loaded.bidirectional)
         return fn(tokens, valid)[..., : loaded.vocab.size]
 
 
 def megatron_generate(root: str, prompts: list[list[int]], options: dict):
     """Our sampler driving the Megatron model (the path tools/generate.py takes)."""
-    from megatron_dlm.hf.megatron_checkpoint import load_checkpoint_for_export, single_process
+    from megatron_dlm.models import load_trained
+    from megatron_dlm.runtime.distributed import single_process
     from megatron_dlm.sampling import SamplingConfig, autoregressive_generate, diffusion_generate
     from megatron_dlm.sampling.megatron_model import megatron_logits_fn
 
     with single_process():
-        loaded = load_checkpoint_for_export(root)
+        loaded = load_trained(root, for_export=True)
         cfg, vocab = loaded.config, loaded.vocab
-        fn = megatron_logits_fn(loaded.model, bidirectional=cfg.objective.bidirectional)
+        fn = megatron_logits_fn(loaded.module, bidirectional=cfg.objective.bidirectional)
         generate = diffusion_generate if cfg.objective.bidirectional else autoregressive_generate
         return generate(
             fn,
@@ -200,15 +205,15 @@ def import_export(hf_dir: str, save: str) -> str:
 
 def load_for_training(cfg_dict: dict, root: str, tokens: torch.Tensor, valid: torch.Tensor):
     """Load ``root`` as training does (--finetune) at ``cfg_dict``'s layout; full logits."""
+    from megatron_dlm.checkpoint import load_checkpoint
     from megatron_dlm.models.provider import build_model
     from megatron_dlm.runtime.distributed import init_distributed
     from megatron_dlm.sampling.megatron_model import megatron_logits_fn
-    from megatron_dlm.training.checkpointing import load_checkpoint
 
     cfg = DLMConfig.from_dict(cfg_dict)
     init_distributed(cfg.parallel, seed=5)
     (model,) = build_model(cfg, VOCAB)
-    load_checkpoint(root, [model], config=cfg.to_dict(), tokenizer=None, finetune=True)
+    load_checkpoint(root, [model], config=cfg, tokenizer=None, finetune=True)
     model.eval()
     fn = megatron_logits_fn(model, bidirectional=cfg.objective.bidirectional)
     return fn(tokens, valid)[..., : VOCAB.size]

@@ -16,11 +16,11 @@ from megatron.core.distributed import DistributedDataParallel, DistributedDataPa
 from megatron.core.distributed.finalize_model_grads import finalize_model_grads
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from megatron_dlm.checkpoint import load_model_weights, save_model_weights
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.models.provider import build_model
 from megatron_dlm.models.vocab import Vocab
 from megatron_dlm.runtime.distributed import init_distributed
-from megatron_dlm.training.checkpointing import load_model_weights, save_model_weights
 
 VOCAB = Vocab(size=250, mask_id=249, eod_id=0, pad_id=1)
 
