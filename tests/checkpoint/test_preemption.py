@@ -73,8 +73,15 @@ def test_group_sigterm_saves_and_the_resume_is_exact(tiny_data, tmp_path, ranks,
     if ranks == 1:
         cmd = [sys.executable, "pretrain_dlm.py", *_argv(tiny_data, run, *extra)]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={ranks}", "pretrain_dlm.py", *_argv(tiny_data, run, *extra)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={ranks}",
+            "pretrain_dlm.py",
+            *_argv(tiny_data, run, *extra),
+        ]
     code = _preempt(cmd, run)
     if ranks == 1:
         assert code == 0  # the trainer saved and exited cleanly (torchrun itself reports 1)
