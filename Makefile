@@ -1,6 +1,9 @@
 # Two commands on a fresh machine:
 #   make quickstart   the CPU pipeline end to end (see README)
 #   make test         the test suite (CPU, gloo; ~5 minutes on 2 cores)
+# On a GPU machine (docs/cluster.md):
+#   make test-gpu     tests/gpu: Transformer Engine, FP8, grouped-GEMM MoE, NCCL layouts
+#   make gpu-check    tests/gpu + the throughput bench, < 8 min, results in gpu_check_results/
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +16,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 QUICKSTART_DIR ?= runs/quickstart
 
-.PHONY: install quickstart test test-slow test-all lint format bench clean
+.PHONY: install quickstart test test-slow test-all test-gpu gpu-check lint format bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +40,16 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
+
+# GPU targets use the Python that has CUDA, Transformer Engine and this package's dependencies:
+# this checkout's venv if there is one, else python3 (the container's; see the Dockerfile).
+# Multi-GPU tests (TP/CP/EP against one GPU over NCCL) run when 2+ GPUs are visible.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+test-gpu:
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) -m pytest tests/gpu -q -rs
+
+gpu-check:
+	PYTHON=$(GPU_PYTHON) tools/gpu_check.sh gpu_check_results
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

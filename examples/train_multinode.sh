@@ -3,7 +3,7 @@
 #
 #   NNODES=4 NODE_RANK=0 MASTER_ADDR=node0 ./examples/train_multinode.sh \
 #       examples/recipes/dlm_1p7b_python.yaml --data-path /data/py_text_document \
-#       --tokenizer-model /data/tokenizer.model --save /ckpt/dlm_1p7b
+#       --tokenizer-model /data/tokenizer.json --save /ckpt/dlm_1p7b
 #
 # Extra arguments go to pretrain_dlm.py (they override the recipe). The matched AR baseline:
 # append `--objective ar --save /ckpt/ar_1p7b`.

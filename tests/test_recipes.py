@@ -45,4 +45,4 @@ def test_dry_run_cli_reports_and_rejects_bad_world_sizes():
          "--dry-run-world-size", "100"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert bad.returncode == 2 and "--global-batch-size (1024)" in bad.stderr
+    assert bad.returncode == 2 and "--global-batch-size (256)" in bad.stderr

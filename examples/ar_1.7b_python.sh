@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# The strictly matched autoregressive baseline of examples/dlm_1.7b_python.sh: the same 1.7B
+# model, data, budget (10B unique Python tokens, 150 epochs), optimizer, schedule and layout;
+# only OBJECTIVE_ARGS differ (a test resolves both scripts and compares every other setting).
+# "Diffusion Language Models are Super Data Learners" (arXiv 2511.03276) trains its AR coder
+# "with strictly matched settings"; the MegaDLMs launcher runs it with --model-running-mode
+# vanilla, causal attention and every other flag unchanged.
+#
+# The same command on every node (NODE_RANK = 0 .. NNODES-1):
+#   NNODES=8 NODE_RANK=0 MASTER_ADDR=node0 examples/ar_1.7b_python.sh \
+#       /ckpt/ar_1.7b /data/tokenizer.json /data/py_train_text_document \
+#       [/data/py_valid_text_document] [more pretrain_dlm.py flags, which override these]
+# Size it first, on any CPU (no GPU, no data): DRY_RUN=1 examples/ar_1.7b_python.sh
+# SLURM: sbatch examples/slurm/ar_1.7b_python.sbatch (the same arguments).
+#
+# DRY_RUN=1 at the default 8 nodes x 8 GPUs: as the DLM run (1.733B parameters, 24.9 GiB per
+#   GPU) but 5.50e15 FLOPs per step (causal attention computes half the scores): 7.19 days at
+#   40% MFU of an H100's 989 bf16 TFLOP/s.
+#
+# Environment: as examples/dlm_1.7b_python.sh (GPUS_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR,
+# MASTER_PORT, UNIQUE_TOKENS, EPOCHS, MICRO_BATCH_SIZE, FP8, DRY_RUN, PYTHON).
+set -euo pipefail
+
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+NNODES=${NNODES:-8}
+NODE_RANK=${NODE_RANK:-0}
+MASTER_ADDR=${MASTER_ADDR:-localhost}
+MASTER_PORT=${MASTER_PORT:-6000}
+WORLD_SIZE=$((GPUS_PER_NODE * NNODES))
+export CUDA_DEVICE_MAX_CONNECTIONS=1
+
+CHECKPOINT_PATH=${1:-}
+TOKENIZER_MODEL=${2:-}
+TRAIN_DATA_PATH=${3:-}
+shift "$(($# < 3 ? $# : 3))"
+VALID_DATA_PATH=
+if [[ $# -gt 0 && $1 != -* ]]; then
+    VALID_DATA_PATH=$1
+    shift
+fi
+DRY_RUN=${DRY_RUN:-0}
+if [[ $DRY_RUN != 1 && (-z $CHECKPOINT_PATH || -z $TOKENIZER_MODEL || -z $TRAIN_DATA_PATH) ]]; then
+    echo "usage: $0 CHECKPOINT_DIR TOKENIZER TRAIN_DATA_PREFIX [VALID_DATA_PREFIX] [flags...]" >&2
+    echo "       DRY_RUN=1 $0   (sizes the job on this machine's CPU)" >&2
+    exit 2
+fi
+
+# The budget, as MegaDLMs computes it: steps = unique tokens x epochs / tokens per step; an
+# evaluation and a checkpoint every epoch; 150M validation tokens per evaluation.
+UNIQUE_TOKENS=${UNIQUE_TOKENS:-10000000000}
+EPOCHS=${EPOCHS:-150}
+GLOBAL_BATCH_SIZE=256
+SEQ_LENGTH=2048
+TOKENS_PER_STEP=$((GLOBAL_BATCH_SIZE * SEQ_LENGTH))
+TRAIN_ITERS=$((UNIQUE_TOKENS * EPOCHS / TOKENS_PER_STEP))
+ITERS_PER_EPOCH=$((TRAIN_ITERS / EPOCHS))
+EVAL_ITERS=$((150000000 / TOKENS_PER_STEP))
+
+DISTRIBUTED_ARGS=(
+    --nproc-per-node "$GPUS_PER_NODE"
+    --nnodes "$NNODES"
+    --node-rank "$NODE_RANK"
+    --master-addr "$MASTER_ADDR"
+    --master-port "$MASTER_PORT"
+)
+
+MODEL_ARGS=(
+    --num-layers 28
+    --hidden-size 2048
+    --ffn-hidden-size 6144
+    --num-attention-heads 16
+    --num-query-groups 16  # multi-head attention, as MegaDLMs (no GQA)
+    --kv-channels 128
+    --seq-length "$SEQ_LENGTH"
+    --max-position-embeddings "$SEQ_LENGTH"
+    --position-embedding-type rope
+    --rotary-base 10000
+    --rotary-percent 1.0
+    --normalization RMSNorm
+    --norm-epsilon 1e-6
+    --swiglu
+    --qk-layernorm
+    --untie-embeddings-and-output-weights
+    --disable-bias-linear
+    --init-method-std 0.02
+    --attention-dropout 0.0
+    --hidden-dropout 0.0
+    --make-vocab-size-divisible-by 128
+    --transformer-impl transformer_engine
+    # MegaDLMs also passes --attention-backend flash --attention-softmax-in-fp32: not flags of
+    # pretrain_dlm.py yet (Transformer Engine picks its fused attention itself).
+)
+
+OBJECTIVE_ARGS=(
+    --objective ar  # causal attention, next-token loss: the only difference
+)
+
+TRAINING_ARGS=(
+    --micro-batch-size "${MICRO_BATCH_SIZE:-4}"
+    --global-batch-size "$GLOBAL_BATCH_SIZE"
+    --train-iters "$TRAIN_ITERS"
+    --seed 1234
+    --bf16
+    --optimizer adam
+    --lr 2e-4
+    --min-lr 2e-5
+    --lr-decay-style WSD
+    --lr-warmup-iters 2000
+    --lr-decay-iters "$TRAIN_ITERS"
+    --lr-wsd-decay-style exponential
+    --lr-wsd-decay-iters 1000
+    --weight-decay 0.1
+    --adam-beta1 0.9
+    --adam-beta2 0.95
+    --adam-eps 1e-8
+    --clip-grad 1.0
+    --use-distributed-optimizer
+    --overlap-grad-reduce
+    --overlap-param-gather
+    --distributed-timeout-minutes 60
+    # MegaDLMs also passes --num-distributed-optimizer-instances $NNODES and --rerun-mode
+    # validate_results: not flags of pretrain_dlm.py yet.
+)
+if [[ -n ${FP8:-} ]]; then
+    # Megatron-LM's Llama-3 FP8 recipe. --fp8-param-gather is not a flag of pretrain_dlm.py yet.
+    # Random-length steps are not yet rounded to FP8's multiple of 16 (docs/cluster.md, FP8).
+    TRAINING_ARGS+=(--fp8-format "$FP8" --fp8-recipe delayed --fp8-amax-history-len 1024
+        --fp8-amax-compute-algo max)
+fi
+
+MODEL_PARALLEL_ARGS=(
+    --tensor-model-parallel-size 1
+    --pipeline-model-parallel-size 1
+    --context-parallel-size 1
+)
+
+DATA_ARGS=(
+    --tokenizer-type HuggingFaceTokenizer
+    --split "995,5,0"  # used only with one data prefix (no VALID_DATA_PREFIX)
+    --unique-tokens "$UNIQUE_TOKENS"
+    --unique-tokens-sample random
+    --unique-tokens-boundary cut
+    --epoch-windows recut
+    --num-workers 2
+)
+if [[ -n $TOKENIZER_MODEL && ($DRY_RUN != 1 || -e $TOKENIZER_MODEL) ]]; then
+    DATA_ARGS+=(--tokenizer-model "$TOKENIZER_MODEL")
+fi
+if [[ -n $VALID_DATA_PATH ]]; then
+    DATA_ARGS+=(--train-data-path "$TRAIN_DATA_PATH" --valid-data-path "$VALID_DATA_PATH")
+elif [[ -n $TRAIN_DATA_PATH ]]; then
+    DATA_ARGS+=(--data-path "$TRAIN_DATA_PATH")
+fi
+
+EVAL_AND_LOGGING_ARGS=(
+    --log-interval 50
+    --eval-interval "$ITERS_PER_EPOCH"
+    --eval-iters "$EVAL_ITERS"
+    --save-interval "$ITERS_PER_EPOCH"  # every epoch's checkpoint is kept (~24 GB each)
+)
+if [[ -n $CHECKPOINT_PATH ]]; then
+    EVAL_AND_LOGGING_ARGS+=(--save "$CHECKPOINT_PATH" --load "$CHECKPOINT_PATH")
+fi
+
+PRETRAIN="$(dirname "${BASH_SOURCE[0]}")/../pretrain_dlm.py"
+ARGS=(
+    "${MODEL_ARGS[@]}" "${OBJECTIVE_ARGS[@]}" "${TRAINING_ARGS[@]}" "${MODEL_PARALLEL_ARGS[@]}"
+    "${DATA_ARGS[@]}" "${EVAL_AND_LOGGING_ARGS[@]}"
+)
+
+if [[ $DRY_RUN == 1 ]]; then
+    # On this machine's CPU, for the world size this launch targets.
+    CUDA_VISIBLE_DEVICES="" exec "${PYTHON:-python3}" "$PRETRAIN" "${ARGS[@]}" \
+        --dry-run --dry-run-world-size "$WORLD_SIZE" --dry-run-vocab-size 50289 "$@"
+fi
+if [[ ${LAUNCHER:-torchrun} == srun ]]; then
+    # One SLURM task per GPU (examples/slurm/*.sbatch): preemption signals reach every rank.
+    export RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID
+    export MASTER_ADDR MASTER_PORT
+    exec "${PYTHON:-python3}" "$PRETRAIN" "${ARGS[@]}" "$@"
+fi
+exec torchrun "${DISTRIBUTED_ARGS[@]}" "$PRETRAIN" "${ARGS[@]}" "$@"
