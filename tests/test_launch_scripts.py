@@ -230,3 +230,14 @@ def test_shellcheck_clean():
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout
+
+
+def test_generic_yaml_launchers_dry_run(stand_ins):
+    recipe = str(EXAMPLES / "recipes" / "dlm_1b.yaml")
+    for script, env in (
+        ("train_multinode.sh", dict(NNODES="4")),
+        ("slurm/train.sbatch", dict(NODES="4")),
+    ):
+        argv = _dry_run_argv(stand_ins, script, recipe, "--seed", "7", **env)
+        assert argv[:2] == ["--config", recipe] and argv[-2:] == ["--seed", "7"]
+        assert argv[argv.index("--dry-run-world-size") + 1] == "32"
