@@ -232,7 +232,7 @@ def _bind_paths(readonly_paths: Sequence[str | Path]) -> list[str]:
     for path in readonly_paths:
         full = os.path.realpath(path)
         if not os.path.exists(full):
-            raise ValueError(f"readonly_paths: {path} does not exist")
+            raise ValueError(f"readonly_paths: {path} does not exist (or is not reachable)")
         if full == "/":
             raise ValueError("readonly_paths: '/' would show the whole filesystem")
         for reserved in (_WORKDIR, "/proc", "/dev"):

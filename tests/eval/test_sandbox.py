@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from megatron_dlm.eval import sandbox as sandbox_module
 from megatron_dlm.eval.humaneval import (
     check_completion,
     evaluate_completions,
@@ -432,6 +434,43 @@ raise SystemExit(" ".join([
     effective, permitted, bounding, no_new_privs, *calls = result.detail.split()
     assert {effective, permitted, bounding} == {"0000000000000000"} and no_new_privs == "1"
     assert calls == ["-1", "28", "-1", "1"]  # unshare: ENOSPC (none allowed); mount: EPERM
+
+
+UNPRIVILEGED = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
+sandbox = sys.modules["sandbox"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sandbox)
+status = "import sys\\nsys.exit(open('/proc/self/status').read())"
+result = sandbox.run_program(status, audit_hook=False)
+print(result.isolation, [line.split()[1] for line in result.detail.splitlines()
+                         if line.startswith(("Uid:", "CapEff:", "NoNewPrivs:"))])
+write = sandbox.SPAWN_FOR_TEST + "os.waitpid(spawn(['/bin/sh', '-c', 'echo x > %s']), 0)\\n"
+write += "assert os.path.exists(%r)"
+print(sandbox.run_program(write, readonly_paths=[sys.argv[2]]).passed)
+"""
+
+
+@needs_namespaces
+def test_an_unprivileged_user_gets_the_same_sandbox(request):
+    """As a user's laptop runs it: no root, the user's own uid mapped to root inside."""
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if os.geteuid() != 0 or shutil.which("setpriv") is None or python is None:
+        pytest.skip("needs root, setpriv(1) and a system python3 to become an unprivileged user")
+    if subprocess.run([*nobody, python, "-c", "import resource"], capture_output=True).returncode:
+        pytest.skip(f"{python} cannot run as nobody here")
+    shown = Path(tempfile.mkdtemp(prefix="mdlm-sandbox-test-"))  # pytest's tmp is root's only
+    shown.chmod(0o777)
+    request.addfinalizer(lambda: shutil.rmtree(shown))
+    target = str(shown / "escaped")
+    script = UNPRIVILEGED.replace("sandbox.SPAWN_FOR_TEST", repr(SPAWN)) % (target, target)
+    sandbox_py = Path(sandbox_module.__file__)
+    out = subprocess.run([*nobody, python, "-c", script, str(sandbox_py), str(shown)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["namespaces ['0', '0000000000000000', '1']", "False"]
+    assert list(shown.iterdir()) == []
 
 
 FALLBACK = """
