@@ -120,7 +120,7 @@ def launch(status_fd: int, host_pid: int) -> dict:
     else:
         _status(status_fd, f"setup-error {said or 'the unsharer died'}")
     os.close(to_child_w)
-    _, status = os.waitpid(child, 0)
+    os.waitpid(child, 0)
     os._exit(0)
 
 
@@ -320,6 +320,7 @@ class _CapData(ctypes.Structure):
 def _confine(request: dict, status_fd: int) -> None:
     """In the program's process: no capabilities, no new privileges, the rlimits, stdin empty."""
     limits = request["limits"]
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)  # init's SIG_DFL: not for us
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
     os.closerange(3, status_fd)
