@@ -357,6 +357,7 @@ class Trainer:
             "consumed_samples": self.state.consumed_samples,
             "consumed_tokens": self.state.consumed_samples * self.layout.seq_length,
             "epoch": self._epoch(),
+            "floating_point_operations": self.state.floating_point_operations,
             **{k: v for k, v in metrics.items() if not k.endswith("__count")},
             "eval_time_s": time.perf_counter() - start,
         }
@@ -364,7 +365,15 @@ class Trainer:
         shown = " | ".join(
             f"{k}: {v:.6E}" if k == "loss" else f"{k}: {v:.4f}"
             for k, v in record.items()
-            if k not in ("split", "iteration", "consumed_samples", "consumed_tokens", "epoch")
+            if k
+            not in (
+                "split",
+                "iteration",
+                "consumed_samples",
+                "consumed_tokens",
+                "epoch",
+                "floating_point_operations",
+            )
             and isinstance(v, float)
         )
         progress.info(
