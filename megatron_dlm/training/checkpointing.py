@@ -8,6 +8,12 @@ TP/PP/EP layout loads at any other: dist_checkpointing reshards on load. A save 
 ``iter_XXXXXXX.tmp`` first and is renamed when every rank has written its shards; the tracker is
 replaced atomically after that, so a process killed mid-save leaves the previous checkpoint as
 the one that loads.
+
+The distributed optimizer's state is the exception: by default it is saved in megatron-core's
+``dp_reshardable`` format (each rank writes and reads its own shard, no gather), which reloads
+at any DP size but only at the TP/PP/EP layout it was saved at; the layout is recorded in the
+checkpoint (``parallel_layout``) and checked on load. ``fully_reshardable`` (Megatron's
+``--dist-ckpt-optim-fully-reshardable``) reloads anywhere.
 """
 
 from __future__ import annotations
@@ -21,14 +27,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from megatron.core import dist_checkpointing, tensor_parallel
+from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 from megatron.core.utils import unwrap_model
 
 logger = logging.getLogger(__name__)
 
 TRACKER_FILE = "latest_checkpointed_iteration.txt"
 CHECKPOINT_VERSION = 1
+DP_RESHARDABLE = "dp_reshardable"
+FULLY_RESHARDABLE = "fully_reshardable"
 
 # Model fields that must match for a checkpoint to load (parallel layout may differ).
 ARCHITECTURE_FIELDS = (
@@ -110,19 +119,128 @@ def _load_model_state(model_chunks, state: dict) -> None:
             chunk.load_state_dict(state[f"model{i}"])
 
 
-def _sharded_metadata(optimizer) -> dict:
+def _sharded_metadata(optimizer, *, fully_reshardable: bool = False) -> dict:
+    """Content metadata of a save: how megatron-core lays out the distributed optimizer.
+
+    ``dp_reshardable`` (default, Megatron-LM's): every rank writes its own optimizer shard and
+    reads it back, with no gather; the DP size may change, TP/PP/EP may not.
+    ``fully_reshardable`` (``--dist-ckpt-optim-fully-reshardable``): per-parameter state,
+    gathered on DP rank 0 to save; reloads at any layout.
+    """
     metadata: dict[str, Any] = {"singleton_local_shards": False, "chained_optim_avoid_prefix": True}
     if optimizer is not None and _uses_distributed_optimizer(optimizer):
-        # Canonical (per-parameter) optimizer state: reloads at any TP/PP/EP/DP layout.
-        metadata["distrib_optim_sharding_type"] = "fully_reshardable"
+        sharding = FULLY_RESHARDABLE if fully_reshardable else DP_RESHARDABLE
+        metadata["distrib_optim_sharding_type"] = sharding
     return metadata
 
 
 def _uses_distributed_optimizer(optimizer) -> bool:
-    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+    return any(isinstance(opt, DistributedOptimizer) for opt in _optimizers(optimizer))
 
-    optimizers = getattr(optimizer, "chained_optimizers", [optimizer])
-    return any(isinstance(opt, DistributedOptimizer) for opt in optimizers)
+
+def _optimizers(optimizer) -> list:
+    return list(getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
+def _materialize_optimizer_state(optimizer) -> None:
+    """Give every parameter of a not-yet-stepped torch Adam its (zero) state and step.
+
+    megatron-core's DistributedOptimizer without Transformer Engine or apex wraps
+    ``torch.optim.Adam(W)``, and its ``state_dict()`` reads the step from every parameter's
+    state (``assert len(steps) == 1``). torch creates that state lazily at the first step, so
+    ``sharded_state_dict()`` of a fresh optimizer (every load, and a save before any step)
+    failed; with TE/apex the step lives in the param groups instead. Zero moments at step 0
+    are what torch would create, so training continues exactly as from a fresh optimizer.
+    """
+    for opt in _optimizers(optimizer):
+        if not isinstance(opt, DistributedOptimizer) or not isinstance(
+            opt.optimizer, torch.optim.Adam | torch.optim.AdamW
+        ):
+            continue
+        for group in opt.optimizer.param_groups:
+            for param in group["params"]:
+                if not opt.optimizer.state[param]:
+                    opt.optimizer.state[param] = {
+                        "step": torch.tensor(0.0),
+                        "exp_avg": torch.zeros_like(param),
+                        "exp_avg_sq": torch.zeros_like(param),
+                    }
+
+
+def _restore_adam_steps(optimizer) -> None:
+    """Set each parameter's Adam step to the loaded one, in a tensor of its own.
+
+    Without TE/apex, megatron-core's DistributedOptimizer restores the step into the param
+    groups and then puts a single step tensor into every parameter's state, which the
+    ``dp_reshardable`` loader overwrites with the step of the state it loads into (0 for a
+    fresh optimizer). torch's Adam reads (and increments in place) ``state["step"]`` per
+    parameter: a wrong step changes the bias correction, a shared one advances once per
+    parameter per step.
+    """
+    for opt in _optimizers(optimizer):
+        if not isinstance(opt, DistributedOptimizer):
+            continue
+        for group in opt.optimizer.param_groups:
+            if "step" not in group or group["step"] is None:
+                continue
+            for param in group["params"]:
+                state = opt.optimizer.state.get(param)
+                if state and isinstance(state.get("step"), torch.Tensor):
+                    state["step"] = torch.tensor(float(group["step"]), dtype=state["step"].dtype)
+
+
+def parallel_layout(model: list[torch.nn.Module]) -> dict[str, int | None]:
+    """The layout this rank runs at, by flag name (recorded in every checkpoint).
+
+    ``ddp_bucket_size`` is the gradient bucket size megatron-core's DDP resolved (None: one
+    bucket); the ``dp_reshardable`` optimizer format depends on the buckets.
+    """
+    moe = bool(getattr(unwrap_model(model)[0].config, "num_moe_experts", None))
+    return {
+        "tensor_model_parallel_size": parallel_state.get_tensor_model_parallel_world_size(),
+        "pipeline_model_parallel_size": parallel_state.get_pipeline_model_parallel_world_size(),
+        "num_virtual_stages_per_pipeline_rank": len(model) if len(model) > 1 else None,
+        "expert_model_parallel_size": (
+            parallel_state.get_expert_model_parallel_world_size() if moe else None
+        ),
+        "expert_tensor_parallel_size": (
+            parallel_state.get_expert_tensor_parallel_world_size() if moe else None
+        ),
+        "context_parallel_size": parallel_state.get_context_parallel_world_size(),
+        "data_parallel_size": parallel_state.get_data_parallel_world_size(),
+        "ddp_bucket_size": getattr(model[0], "bucket_size", None),
+    }
+
+
+# What the dp_reshardable optimizer format needs to stay the same (the DP and CP sizes may
+# change: both only reshard the data-parallel dimension of the optimizer state).
+DP_RESHARDABLE_FIXED = (
+    "tensor_model_parallel_size",
+    "pipeline_model_parallel_size",
+    "num_virtual_stages_per_pipeline_rank",
+    "expert_model_parallel_size",
+    "expert_tensor_parallel_size",
+    "ddp_bucket_size",
+)
+
+
+def check_optimizer_layout(saved: dict | None, current: dict, sharding: str | None) -> None:
+    """Raise CheckpointError if optimizer state saved as ``sharding`` cannot load here."""
+    if sharding != DP_RESHARDABLE or not saved:
+        return
+    diffs = [
+        f"{'--' + key.replace('_', '-')}: checkpoint {saved.get(key)}, now {current.get(key)}"
+        for key in DP_RESHARDABLE_FIXED
+        if key in saved and saved.get(key) != current.get(key)
+    ]
+    if diffs:
+        raise CheckpointError(
+            "the distributed-optimizer state was saved in the dp_reshardable format, which "
+            "reloads only at the same TP/PP/EP layout and gradient buckets (the DP size may "
+            "change), but " + "; ".join(diffs) + ". Save with "
+            "--dist-ckpt-optim-fully-reshardable for runs that change TP/PP/EP, or pass "
+            "--no-load-optim to load the model and restart the optimizer"
+        )
 
 
 def _rng_state() -> ShardedObject:
@@ -150,6 +268,7 @@ def _set_rng_state(state: dict) -> None:
 def _state_dict(model, optimizer, scheduler, metadata, *, with_optimizer: bool, is_loading: bool):
     state = model_sharded_state_dict(model, metadata)
     if with_optimizer and optimizer is not None:
+        _materialize_optimizer_state(optimizer)
         state["optimizer"] = optimizer.sharded_state_dict(
             state, is_loading=is_loading, metadata=metadata
         )
@@ -168,8 +287,13 @@ def save_checkpoint(
     config: dict | None = None,
     tokenizer: dict | None = None,
     keep_last_k: int | None = None,
+    fully_reshardable: bool = False,
 ) -> Path:
-    """Save everything a bit-exact resume needs (collective: every rank calls it)."""
+    """Save everything a bit-exact resume needs (collective: every rank calls it).
+
+    ``fully_reshardable`` saves the distributed optimizer's state in megatron-core's
+    ``fully_reshardable`` format (any TP/PP/EP later) instead of ``dp_reshardable``.
+    """
     root = Path(root)
     final = checkpoint_name(root, train_state.iteration)
     tmp = final.with_name(final.name + ".tmp")
@@ -179,7 +303,7 @@ def save_checkpoint(
             shutil.rmtree(tmp)  # left by a save that was killed
         tmp.mkdir()
     _barrier()
-    metadata = _sharded_metadata(optimizer)
+    metadata = _sharded_metadata(optimizer, fully_reshardable=fully_reshardable)
     state = _state_dict(
         model, optimizer, scheduler, metadata, with_optimizer=True, is_loading=False
     )
@@ -190,6 +314,7 @@ def save_checkpoint(
         config=config,
         tokenizer=tokenizer,
         world_size=torch.distributed.get_world_size(),
+        parallel_layout=parallel_layout(model),
     )
     dist_checkpointing.save(state, str(tmp), content_metadata=metadata)
     _barrier()
@@ -344,6 +469,12 @@ def load_checkpoint(
             f"{'with' if 'distrib_optim_sharding_type' in metadata else 'without'} "
             "--use-distributed-optimizer; load it the same way, or pass --no-load-optim"
         )
+    if with_optimizer:
+        check_optimizer_layout(
+            info.get("parallel_layout"),
+            parallel_layout(model),
+            metadata.get("distrib_optim_sharding_type"),
+        )
     state = _state_dict(
         model, optimizer, scheduler, metadata, with_optimizer=with_optimizer, is_loading=True
     )
@@ -357,7 +488,17 @@ def load_checkpoint(
         raise CheckpointError(f"{directory}: failed to load ({type(exc).__name__}: {exc})") from exc
     _load_model_state(model, loaded)
     if with_optimizer:
-        optimizer.load_state_dict(loaded["optimizer"])
+        try:
+            # no_grad: megatron-core's dp_reshardable load copies into views of the fp32
+            # parameters (leaves that require grad) without it (its other loaders have it).
+            with torch.no_grad():
+                optimizer.load_state_dict(loaded["optimizer"])
+        except (AssertionError, KeyError, ValueError) as exc:
+            raise CheckpointError(
+                f"{directory}: the optimizer state does not fit this run "
+                f"({type(exc).__name__}: {exc}); pass --no-load-optim to restart the optimizer"
+            ) from exc
+        _restore_adam_steps(optimizer)
         if scheduler is not None and loaded.get("opt_param_scheduler"):
             scheduler.load_state_dict(loaded["opt_param_scheduler"])
     if restore_rng:
