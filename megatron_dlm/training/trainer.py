@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import resource
@@ -134,9 +135,43 @@ class Trainer:
         if self.writer is not None:
             self.writer.write(record)
 
+    @property
+    def _deferred_param_gather(self) -> bool:
+        """With --overlap-param-gather the distributed optimizer's step leaves each rank's
+        replicas of the other ranks' parameter shards stale until the next forward pass."""
+        opt = self.cfg.optimizer
+        return opt.use_distributed_optimizer and opt.overlap_param_gather
+
+    def sync_params(self) -> None:
+        """Finish the pending parameter all-gather before anything reads the weights.
+
+        Megatron-LM's ``force_param_sync``: a checkpoint (or anything else reading the
+        parameters) right after a step would otherwise see about half of them one step old.
+        The next forward's pre-hooks then find the gather done and wait for nothing.
+        """
+        if self._deferred_param_gather:
+            for chunk in self.model:
+                chunk.start_param_sync(force_sync=True)
+
+    @contextlib.contextmanager
+    def _params_gathered(self):
+        """Megatron-LM's evaluation bracket: forward pre-hooks off with the gather finished,
+        back on afterwards."""
+        if not self._deferred_param_gather:
+            yield
+            return
+        for chunk in self.model:
+            chunk.disable_forward_pre_hook(param_sync=True)
+        try:
+            yield
+        finally:
+            for chunk in self.model:
+                chunk.enable_forward_pre_hook()
+
     def save(self) -> None:
         if not self.cfg.checkpoint.save:
             return
+        self.sync_params()
         save_checkpoint(
             self.cfg.checkpoint.save,
             self.state,
@@ -146,6 +181,7 @@ class Trainer:
             config=self.cfg.to_dict(),
             tokenizer=self.tokenizer_info,
             keep_last_k=self.cfg.checkpoint.keep_last_k,
+            fully_reshardable=self.cfg.checkpoint.dist_ckpt_optim_fully_reshardable,
         )
 
     # ------------------------------------------------------------------ train
@@ -192,6 +228,21 @@ class Trainer:
             layout.micro_batch_size,
             layout.data_parallel_size,
         )
+        sched = self.scheduler
+        if (
+            state.iteration < layout.train_iters
+            and sched.lr_decay_style != "constant"
+            and sched.num_steps >= sched.lr_decay_steps
+        ):
+            logger.warning(
+                "the LR schedule in force ended at step %d: iterations %d-%d train at the "
+                "minimum LR %s. To train longer on a new schedule, resume with "
+                "--override-opt-param-scheduler (docs/checkpoints.md)",
+                sched.lr_decay_steps,
+                state.iteration + 1,
+                layout.train_iters,
+                sched.min_lr,
+            )
         with ExitSignalHandler(enabled=cfg.checkpoint.exit_signal_handler) as signals:
             while state.iteration < layout.train_iters:
                 metrics, result, stop = self.train_step(data, signals.received is not None)
@@ -243,6 +294,7 @@ class Trainer:
         every = cfg.checkpoint.save_interval
         if not (every and state.iteration % every == 0):
             self.save()
+        self.sync_params()  # the caller gets the trained weights, not half of the previous step's
         return state
 
     def _log_train(self, window: list, elapsed: float) -> None:
@@ -294,11 +346,14 @@ class Trainer:
         progress.info(format_console_line(record, layout.train_iters), extra={"all_ranks": True})
 
     # ------------------------------------------------------------------ evaluate
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Loss on the same validation samples (and masks) every time: comparable over a run."""
         if self.valid_data is None or self.cfg.training.eval_iters == 0:
             return {}
+        with self._params_gathered(), torch.no_grad():
+            return self._evaluate()
+
+    def _evaluate(self) -> dict[str, float]:
         for chunk in self.model:
             chunk.eval()
         data = self.valid_data(0)
