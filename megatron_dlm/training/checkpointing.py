@@ -75,6 +75,8 @@ class TrainState:
     skipped_iters: int = 0
     """Total steps skipped for NaN/Inf so far."""
     floating_point_operations: float = 0.0
+    wandb_run_id: str | None = None
+    """The Weights & Biases run this training run logs to (a resumed run continues it)."""
 
 
 def checkpoint_name(root: str | Path, iteration: int) -> Path:
