@@ -33,6 +33,10 @@ class TrainingConfig:
     """Skip (and count) a step whose loss or gradient norm is NaN/Inf."""
     exit_interval: int | None = None
     """Stop (after saving a checkpoint) once the iteration is a multiple of this."""
+    exit_duration_in_mins: float | None = None
+    """Save a checkpoint and exit once the run has taken this many minutes of wall time since
+    it started (setup included; checked after every step, agreed across ranks): stop cleanly
+    before a job's time limit and resume in the next job."""
     dry_run: bool = False
     """Validate the configuration and print the layout, parameter counts, memory and FLOPs per
     step and the projected time for the budget, without building the model or data."""
@@ -60,6 +64,10 @@ class TrainingConfig:
             self.eval_interval is None or self.eval_interval >= 1, "--eval-interval must be >= 1"
         )
         require(self.max_skipped_iters >= 1, "--max-skipped-iters must be >= 1")
+        require(
+            self.exit_duration_in_mins is None or self.exit_duration_in_mins > 0,
+            "--exit-duration-in-mins must be > 0",
+        )
 
 
 @dataclass
@@ -210,7 +218,12 @@ class LoggingConfig:
     wandb_exp_name: str | None = None
     """Run name for Weights & Biases (and the default run directory)."""
     wandb_save_dir: str | None = None
-    """Directory for local Weights & Biases files. Default: the run directory."""
+    """Directory for local Weights & Biases files. Default: the run directory. A resumed run
+    continues the Weights & Biases run of its checkpoint (the run id is saved in it)."""
+    tensorboard_dir: str | None = None
+    """Write Megatron-LM's TensorBoard scalars (``lm loss``, ``learning-rate``, ``grad-norm``,
+    ``batch-size``, each also ``... vs samples``; ``lm loss validation``) here. Needs the
+    tensorboard package (pip install tensorboard)."""
     peak_tflops: float | None = None
     """Peak dense TFLOP/s of one device for MFU; default: looked up for known GPUs."""
 

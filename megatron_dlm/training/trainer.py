@@ -15,7 +15,12 @@ from megatron.core import parallel_state
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.training.batching import BatchLayout
 from megatron_dlm.training.checkpointing import TrainState, save_checkpoint
-from megatron_dlm.training.metrics import MetricsWriter, format_console_line
+from megatron_dlm.training.metrics import (
+    MetricsWriter,
+    format_console_line,
+    moe_metrics,
+    new_wandb_run_id,
+)
 from megatron_dlm.training.optimizer import guarded_step
 from megatron_dlm.training.signals import ExitSignalHandler
 from megatron_dlm.training.step import StepContext, reduce_reports, run_global_batch
@@ -47,17 +52,30 @@ def _peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def _agree(loss: float | None, stop_requested: bool) -> tuple[bool, bool]:
-    """One all-reduce per step: was the loss finite everywhere (only the last stage has it), and
-    did any rank receive a stop signal?"""
+def _agree(
+    loss: float | None, stop_requested: bool, time_up: bool = False
+) -> tuple[bool, bool, bool]:
+    """One all-reduce per step: was the loss finite everywhere (only the last stage has it), did
+    any rank receive a stop signal, and has any rank run past --exit-duration-in-mins?"""
     flags = torch.tensor(
-        [0.0 if loss is None or math.isfinite(loss) else 1.0, 1.0 if stop_requested else 0.0]
+        [
+            0.0 if loss is None or math.isfinite(loss) else 1.0,
+            1.0 if stop_requested else 0.0,
+            1.0 if time_up else 0.0,
+        ]
     )
     if torch.distributed.get_backend() == "nccl":
         flags = flags.cuda()
     torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-    bad_loss, stop = flags.tolist()
-    return bad_loss == 0.0, stop > 0.0
+    bad_loss, stop, late = flags.tolist()
+    return bad_loss == 0.0, stop > 0.0, late > 0.0
+
+
+def _shared_run_id() -> str:
+    """A new wandb run id drawn on rank 0, the same on every rank (collective)."""
+    ids = [new_wandb_run_id() if torch.distributed.get_rank() == 0 else None]
+    torch.distributed.broadcast_object_list(ids, src=0)
+    return ids[0]
 
 
 class Trainer:
@@ -80,6 +98,7 @@ class Trainer:
         samples_per_epoch: int | None = None,
         tokenizer_info: dict | None = None,
         run_dir: str | None = None,
+        start_time: float | None = None,
     ):
         self.cfg = cfg
         self.model = model
@@ -94,14 +113,20 @@ class Trainer:
         self.peak_tflops = peak_tflops
         self.samples_per_epoch = samples_per_epoch
         self.tokenizer_info = tokenizer_info
+        self.start_time = time.time() if start_time is None else start_time
+        """When this process started (``time.time()``): --exit-duration-in-mins counts from it."""
+        log = cfg.logging
+        if log.wandb_project and not self.state.wandb_run_id:
+            self.state.wandb_run_id = _shared_run_id()  # saved with every checkpoint
         self.writer = None
         if reports_here() and run_dir is not None:
-            log = cfg.logging
             self.writer = MetricsWriter(
                 run_dir,
                 wandb_project=log.wandb_project,
                 wandb_exp_name=log.wandb_exp_name,
                 wandb_save_dir=log.wandb_save_dir,
+                wandb_run_id=self.state.wandb_run_id,
+                tensorboard_dir=log.tensorboard_dir,
                 config=cfg.to_dict(),
                 start_iteration=self.state.iteration,
             )
@@ -185,11 +210,16 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ train
+    def _time_up(self) -> bool:
+        limit = self.cfg.training.exit_duration_in_mins
+        return limit is not None and (time.time() - self.start_time) / 60.0 > limit
+
     def train_step(
         self, data: Iterator[dict] | None, stop_requested: bool = False
-    ) -> tuple[dict[str, float], object, bool]:
-        """One optimizer step; returns the reduced metrics, the step result, and whether any
-        rank asked to stop (``stop_requested`` is this rank's signal flag)."""
+    ) -> tuple[dict[str, float], object, str | None]:
+        """One optimizer step; returns the reduced metrics, the step result, and why every
+        rank stops after it: ``"signal"`` (any rank's ``stop_requested``, its signal flag),
+        ``"time"`` (--exit-duration-in-mins on any rank) or None."""
         for chunk in self.model:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
@@ -202,12 +232,16 @@ class Trainer:
             forward_only=False,
         )
         metrics = reduce_reports(reports) if reports else {}
-        finite, stop = _agree(metrics.get("loss"), stop_requested)
+        if self.cfg.model.is_moe:
+            metrics.update(
+                moe_metrics(self.cfg.model, self.layout.num_microbatches, self.state.iteration + 1)
+            )
+        finite, signal, late = _agree(metrics.get("loss"), stop_requested, self._time_up())
         check = self.cfg.training.check_for_nan_in_loss_and_grad
         result = guarded_step(self.optimizer, self.cfg.optimizer.clip_grad, finite or not check)
         if result.stepped:
             self.scheduler.step(1)
-        return metrics, result, stop
+        return metrics, result, "signal" if signal else "time" if late else None
 
     def train(self) -> TrainState:
         """Train until the budget, a stop signal, or --exit-interval; returns the final state."""
@@ -278,7 +312,14 @@ class Trainer:
                 if every and state.iteration % every == 0:
                     self.save()
                 if stop:
-                    logger.warning("stopping at iteration %d on a signal", state.iteration)
+                    if stop == "signal":
+                        logger.warning("stopping at iteration %d on a signal", state.iteration)
+                    else:
+                        logger.warning(
+                            "stopping at iteration %d: --exit-duration-in-mins %s reached",
+                            state.iteration,
+                            cfg.training.exit_duration_in_mins,
+                        )
                     if not (every and state.iteration % every == 0):
                         self.save()
                     return state
