@@ -143,6 +143,7 @@ class Trainer:
             data_parallel_rank=parallel_state.get_data_parallel_rank(),
             data_parallel_size=self.layout.data_parallel_size,
             global_batch_size=self.layout.global_batch_size,
+            context_parallel_size=parallel_state.get_context_parallel_world_size(),
             device=torch.device("cuda", torch.cuda.current_device())
             if torch.cuda.is_available()
             else torch.device("cpu"),
