@@ -18,6 +18,7 @@ checkpoint (``parallel_layout``) and checked on load. ``fully_reshardable`` (Meg
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import shutil
@@ -167,6 +168,34 @@ def _materialize_optimizer_state(optimizer) -> None:
                         "exp_avg": torch.zeros_like(param),
                         "exp_avg_sq": torch.zeros_like(param),
                     }
+
+
+@contextlib.contextmanager
+def _step_kept_while_loading(optimizer):
+    """Let megatron-core's fully_reshardable loader skip torch Adam's step, as it means to.
+
+    It leaves ``step`` out of the tensors it restores ("handled separately") but then copies
+    every key of the destination state, where torch's Adam keeps ``step`` (KeyError). For the
+    load only, a missing key keeps the destination's value; :func:`_restore_adam_steps` then
+    sets the step.
+    """
+    patched = []
+    for opt in _optimizers(optimizer):
+        if not isinstance(opt, DistributedOptimizer):
+            continue
+        original = opt._set_main_param_and_optimizer_states
+
+        def set_states(model_param, tensors, _opt=opt, _original=original):
+            current = _opt._get_main_param_and_optimizer_states(model_param)
+            _original(model_param, {**current, **tensors})
+
+        opt._set_main_param_and_optimizer_states = set_states
+        patched.append(opt)
+    try:
+        yield
+    finally:
+        for opt in patched:
+            del opt._set_main_param_and_optimizer_states  # back to the class's method
 
 
 def _restore_adam_steps(optimizer) -> None:
@@ -603,7 +632,7 @@ def load_checkpoint(
         try:
             # no_grad: megatron-core's dp_reshardable load copies into views of the fp32
             # parameters (leaves that require grad) without it (its other loaders have it).
-            with torch.no_grad():
+            with torch.no_grad(), _step_kept_while_loading(optimizer):
                 optimizer.load_state_dict(loaded["optimizer"])
         except (AssertionError, KeyError, ValueError) as exc:
             raise CheckpointError(
