@@ -184,3 +184,19 @@ def test_extending_the_run_needs_a_scheduler_flag(tiny_data, tmp_path):
     assert 2e-4 < override[4]["lr"] < 2e-3
     for record in keep[4:]:  # the checkpoint's 4-step schedule has ended: the minimum LR
         assert record["lr"] == pytest.approx(2e-4, rel=1e-9)
+
+
+def test_exit_duration_saves_and_the_next_job_resumes(tiny_data, tmp_path):
+    """--exit-duration-in-mins (agreed across ranks): the run saves after the step that passes
+    it and exits; the next job continues exactly."""
+    common = ("--train-iters", "4", "--eval-interval", "1000", *DIST_OPT)
+    straight = _split(_fit(tiny_data, 2, tmp_path / "straight", *common))
+    run = tmp_path / "run"
+    # 0.0001 min = 6 ms: over by the end of the first step (setup counts).
+    first = _split(_fit(tiny_data, 2, run, *common, "--exit-duration-in-mins", "0.0001"))
+    assert [r["iteration"] for r in first] == [1]
+    assert (run / "latest_checkpointed_iteration.txt").read_text().strip() == "1"
+    resumed = _split(_fit(tiny_data, 2, run, *common))
+    assert [(r["iteration"], r["loss"]) for r in resumed] == [
+        (r["iteration"], r["loss"]) for r in straight
+    ]
