@@ -90,11 +90,11 @@ def _requeues(tmp_path) -> list[str]:
 
 def test_time_limit_stop_requeues_and_the_finished_run_does_not(slurm, tmp_path, tiny_data):
     save = tmp_path / "run"
-    # 63 s left, 1 minute margin: --exit-duration-in-mins 0.05, over after the first step.
-    proc = _launch(slurm, tmp_path, tiny_data, save, "1:03", "--train-iters", "10")
+    # 61 s left, 1 minute margin: --exit-duration-in-mins 0.02 (1 s), over after the first step.
+    proc = _launch(slurm, tmp_path, tiny_data, save, "1:01", "--train-iters", "10")
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output[-3000:]
-    assert "--exit-duration-in-mins 0.05" in output
+    assert "--exit-duration-in-mins 0.02" in output
     stopped = int((save / "latest_checkpointed_iteration.txt").read_text())
     assert 1 <= stopped < 10
     assert _requeues(tmp_path) == ["requeue 4242"]
