@@ -114,7 +114,7 @@ class Trainer:
         self.samples_per_epoch = samples_per_epoch
         self.tokenizer_info = tokenizer_info
         self.start_time = time.time() if start_time is None else start_time
-        """When this process started (``time.time()``): --exit-duration-in-mins counts from it."""
+        """When the run started (``time.time()``): --exit-duration-in-mins counts from it."""
         log = cfg.logging
         if log.wandb_project and not self.state.wandb_run_id:
             self.state.wandb_run_id = _shared_run_id()  # saved with every checkpoint
@@ -245,7 +245,8 @@ class Trainer:
         return metrics, result, "signal" if signal else "time" if late else None
 
     def train(self) -> TrainState:
-        """Train until the budget, a stop signal, or --exit-interval; returns the final state."""
+        """Train until the budget, a stop signal, --exit-interval or --exit-duration-in-mins;
+        returns the final state."""
         cfg, layout, state = self.cfg, self.layout, self.state
         log_every = cfg.logging.log_interval
         data = self.train_data(state.consumed_samples)
