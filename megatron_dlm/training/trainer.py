@@ -314,6 +314,7 @@ class Trainer:
                 if every and state.iteration % every == 0:
                     self.save()
                 if stop:
+                    signals.latch()  # a signal reaching this rank late must not kill the save
                     if stop == "signal":
                         logger.warning("stopping at iteration %d on a signal", state.iteration)
                     else:
@@ -331,12 +332,13 @@ class Trainer:
                         self.save()
                     logger.info("--exit-interval reached at iteration %d", state.iteration)
                     return state
-        interval = cfg.training.eval_interval
-        if self.valid_data is not None and not (interval and state.iteration % interval == 0):
-            self.evaluate()
-        every = cfg.checkpoint.save_interval
-        if not (every and state.iteration % every == 0):
-            self.save()
+            # Still under the handler: a signal now is noted, and the final save completes.
+            interval = cfg.training.eval_interval
+            if self.valid_data is not None and not (interval and state.iteration % interval == 0):
+                self.evaluate()
+            every = cfg.checkpoint.save_interval
+            if not (every and state.iteration % every == 0):
+                self.save()
         self.sync_params()  # the caller gets the trained weights, not half of the previous step's
         return state
 
