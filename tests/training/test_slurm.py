@@ -88,6 +88,7 @@ def _requeues(tmp_path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+@pytest.mark.slow  # two pretrain_dlm.py launches: 45-110 s on a loaded 2-core machine
 def test_time_limit_stop_requeues_and_the_finished_run_does_not(slurm, tmp_path, tiny_data):
     save = tmp_path / "run"
     # 61 s left, 1 minute margin: --exit-duration-in-mins 0.02 (1 s), over after the first step.

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from megatron_dlm.testing import run_distributed
 from tests.training.workers import TINY_MODEL, read_metrics
@@ -47,6 +48,7 @@ def test_torchrun_trains_and_generates_with_tensor_parallelism(tiny_data, tmp_pa
     assert record["prompt"] == "def f(x):" and record["forward_passes"] == 8
 
 
+@pytest.mark.slow  # a torchrun launch and two 2-rank runs: 70-140 s on a loaded 2-core machine
 def test_torchrun_sigterm_with_the_recipe_optimizer_resumes_exactly(tiny_data, tmp_path):
     """The headline recipe's optimizer settings (distributed optimizer, overlapped gradient
     reduction and parameter gathering) under torchrun: SIGTERM to every rank mid-run (as SLURM
