@@ -145,6 +145,16 @@ def _optimizers(optimizer) -> list:
     return list(getattr(optimizer, "chained_optimizers", [optimizer]))
 
 
+def _wraps_torch_adam(opt) -> bool:
+    """A DistributedOptimizer over torch's Adam(W) (no TE/apex FusedAdam), the path megatron-core
+    0.16.1's checkpoint code mishandles; with FusedAdam the step lives in the param groups."""
+    return (
+        isinstance(opt, DistributedOptimizer)
+        and isinstance(opt.optimizer, torch.optim.Adam | torch.optim.AdamW)
+        and not opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8
+    )
+
+
 def _materialize_optimizer_state(optimizer) -> None:
     """Give every parameter of a not-yet-stepped torch Adam its (zero) state and step.
 
@@ -156,9 +166,7 @@ def _materialize_optimizer_state(optimizer) -> None:
     are what torch would create, so training continues exactly as from a fresh optimizer.
     """
     for opt in _optimizers(optimizer):
-        if not isinstance(opt, DistributedOptimizer) or not isinstance(
-            opt.optimizer, torch.optim.Adam | torch.optim.AdamW
-        ):
+        if not _wraps_torch_adam(opt):
             continue
         for group in opt.optimizer.param_groups:
             for param in group["params"]:
@@ -181,7 +189,7 @@ def _step_kept_while_loading(optimizer):
     """
     patched = []
     for opt in _optimizers(optimizer):
-        if not isinstance(opt, DistributedOptimizer):
+        if not _wraps_torch_adam(opt):
             continue
         original = opt._set_main_param_and_optimizer_states
 
@@ -209,7 +217,7 @@ def _restore_adam_steps(optimizer) -> None:
     parameter per step.
     """
     for opt in _optimizers(optimizer):
-        if not isinstance(opt, DistributedOptimizer):
+        if not _wraps_torch_adam(opt):
             continue
         for group in opt.optimizer.param_groups:
             if "step" not in group or group["step"] is None:
