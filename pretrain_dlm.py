@@ -39,10 +39,14 @@ def main(argv: list[str] | None = None) -> int:
 
             print(format_report(cfg, dry_run(cfg)))
             return 0
+        from megatron_dlm.checkpoint import CheckpointError
         from megatron_dlm.training.pretrain import pretrain
-
-        pretrain(cfg)
     except ConfigError as exc:
+        print(f"pretrain_dlm.py: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        pretrain(cfg)
+    except (ConfigError, CheckpointError) as exc:  # raised before anything was written
         print(f"pretrain_dlm.py: error: {exc}", file=sys.stderr)
         return 2
     return 0

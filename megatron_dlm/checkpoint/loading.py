@@ -12,12 +12,19 @@ from megatron_dlm.checkpoint.compat import check_compatible
 from megatron_dlm.checkpoint.errors import CheckpointError
 from megatron_dlm.checkpoint.info import read_checkpoint_info
 from megatron_dlm.checkpoint.manifest import verify_manifest
+from megatron_dlm.checkpoint.optimizer_state import (
+    check_optimizer_layout,
+    parallel_layout,
+    restore_adam_steps,
+    step_kept_while_loading,
+    uses_distributed_optimizer,
+)
+from megatron_dlm.checkpoint.schedule import check_schedule, load_scheduler_state
 from megatron_dlm.checkpoint.sharded import (
     load_model_state,
     model_sharded_state_dict,
     set_rng_state,
     training_state_dict,
-    uses_distributed_optimizer,
 )
 from megatron_dlm.checkpoint.state import TrainState
 from megatron_dlm.checkpoint.tokenizer_record import TokenizerRecord
@@ -98,6 +105,13 @@ def load_checkpoint(
             f"{'with' if 'distrib_optim_sharding_type' in metadata else 'without'} "
             "--use-distributed-optimizer; load it the same way, or pass --no-load-optim"
         )
+    if with_optimizer:  # before any tensor is read
+        check_schedule(info.extra.get("opt_param_scheduler"), scheduler)
+        check_optimizer_layout(
+            info.extra.get("parallel_layout"),
+            parallel_layout(model),
+            metadata.get("distrib_optim_sharding_type"),
+        )
     state = training_state_dict(
         model, optimizer, scheduler, metadata, with_optimizer=with_optimizer, is_loading=True
     )
@@ -109,9 +123,19 @@ def load_checkpoint(
     load_model_state(model, loaded)
     _check_finite(model, directory)
     if with_optimizer:
-        optimizer.load_state_dict(loaded["optimizer"])
+        try:
+            # no_grad: megatron-core's dp_reshardable load copies into views of the fp32
+            # parameters (leaves that require grad) without it (its other loaders have it).
+            with torch.no_grad(), step_kept_while_loading(optimizer):
+                optimizer.load_state_dict(loaded["optimizer"])
+        except (AssertionError, KeyError, ValueError) as exc:
+            raise CheckpointError(
+                f"{directory}: the optimizer state does not fit this run "
+                f"({type(exc).__name__}: {exc}); pass --no-load-optim to restart the optimizer"
+            ) from exc
+        restore_adam_steps(optimizer)
         if scheduler is not None and loaded.get("opt_param_scheduler"):
-            scheduler.load_state_dict(loaded["opt_param_scheduler"])
+            load_scheduler_state(scheduler, loaded["opt_param_scheduler"])
     if restore_rng:
         set_rng_state(loaded["rng_state"])
     elif load_rng and not finetune:

@@ -35,6 +35,7 @@ from megatron.core.dist_checkpointing.strategies.fully_parallel import (
 from megatron_dlm.checkpoint.errors import CheckpointError
 from megatron_dlm.checkpoint.info import CHECKPOINT_VERSION
 from megatron_dlm.checkpoint.manifest import write_manifest
+from megatron_dlm.checkpoint.optimizer_state import parallel_layout
 from megatron_dlm.checkpoint.sharded import (
     model_sharded_state_dict,
     sharded_metadata,
@@ -117,6 +118,8 @@ class CheckpointSaver:
         keep_last_k: keep only this many newest checkpoints (``--keep-last-k``).
         async_save: write shards in the background (``--async-save``).
         fully_parallel: spread the writes over the data-parallel ranks.
+        fully_reshardable: the distributed optimizer's state in the ``fully_reshardable``
+            format (any TP/PP/EP later) instead of ``dp_reshardable``.
     """
 
     def __init__(
@@ -126,11 +129,13 @@ class CheckpointSaver:
         keep_last_k: int | None = None,
         async_save: bool = False,
         fully_parallel: bool = True,
+        fully_reshardable: bool = False,
     ):
         self.root = Path(root)
         self.keep_last_k = keep_last_k
         self.async_save = async_save
         self.fully_parallel = fully_parallel
+        self.fully_reshardable = fully_reshardable
         self._strategy = None
         self._queue = None
         self._pending: Path | None = None
@@ -212,7 +217,7 @@ class CheckpointSaver:
             except OSError as exc:
                 error = f"--save {self.root}: cannot create {tmp.name} ({exc.strerror or exc})"
         _agree_on_error(error)
-        metadata = sharded_metadata(optimizer)
+        metadata = sharded_metadata(optimizer, fully_reshardable=self.fully_reshardable)
         state = training_state_dict(
             model, optimizer, scheduler, metadata, with_optimizer=True, is_loading=False
         )
@@ -224,6 +229,7 @@ class CheckpointSaver:
             config=config.to_dict() if config is not None else None,
             tokenizer=tokenizer.to_dict() if tokenizer is not None else None,
             world_size=torch.distributed.get_world_size(),
+            parallel_layout=parallel_layout(model),
         )
         with self._cleanup_on_failure(tmp, final):
             request = dist_checkpointing.save(
@@ -312,9 +318,10 @@ def save_checkpoint(
     config: DLMConfig | None = None,
     tokenizer: TokenizerRecord | None = None,
     keep_last_k: int | None = None,
+    fully_reshardable: bool = False,
 ) -> Path:
     """One synchronous save (collective); see :class:`CheckpointSaver`."""
-    saver = CheckpointSaver(root, keep_last_k=keep_last_k)
+    saver = CheckpointSaver(root, keep_last_k=keep_last_k, fully_reshardable=fully_reshardable)
     return saver.save(train_state, model, optimizer, scheduler, config=config, tokenizer=tokenizer)
 
 

@@ -15,6 +15,14 @@ from megatron.core import tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron.core.utils import unwrap_model
 
+from megatron_dlm.checkpoint.optimizer_state import (
+    DP_RESHARDABLE,
+    FULLY_RESHARDABLE,
+    materialize_optimizer_state,
+    uses_distributed_optimizer,
+)
+from megatron_dlm.checkpoint.schedule import scheduler_state
+
 
 def model_sharded_state_dict(model_chunks: list[torch.nn.Module], metadata=None) -> dict:
     """Megatron-LM's layout: ``model`` for one chunk, ``model0``, ``model1``... for several."""
@@ -35,19 +43,13 @@ def load_model_state(model_chunks: list[torch.nn.Module], state: dict) -> None:
             chunk.load_state_dict(state[f"model{i}"])
 
 
-def uses_distributed_optimizer(optimizer) -> bool:
-    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
-
-    optimizers = getattr(optimizer, "chained_optimizers", [optimizer])
-    return any(isinstance(opt, DistributedOptimizer) for opt in optimizers)
-
-
-def sharded_metadata(optimizer) -> dict[str, Any]:
-    """dist_checkpointing content metadata: how the optimizer state is laid out on disk."""
+def sharded_metadata(optimizer, *, fully_reshardable: bool = False) -> dict[str, Any]:
+    """dist_checkpointing content metadata: how the optimizer state is laid out on disk
+    (:mod:`megatron_dlm.checkpoint.optimizer_state`)."""
     metadata: dict[str, Any] = {"singleton_local_shards": False, "chained_optim_avoid_prefix": True}
     if optimizer is not None and uses_distributed_optimizer(optimizer):
-        # Canonical (per-parameter) optimizer state: reloads at any TP/PP/EP/DP layout.
-        metadata["distrib_optim_sharding_type"] = "fully_reshardable"
+        sharding = FULLY_RESHARDABLE if fully_reshardable else DP_RESHARDABLE
+        metadata["distrib_optim_sharding_type"] = sharding
     return metadata
 
 
@@ -78,9 +80,10 @@ def training_state_dict(model, optimizer, scheduler, metadata, *, with_optimizer
     """Model (+ optimizer and scheduler) + RNG: what a training checkpoint holds."""
     state = model_sharded_state_dict(model, metadata)
     if with_optimizer and optimizer is not None:
+        materialize_optimizer_state(optimizer)
         state["optimizer"] = optimizer.sharded_state_dict(
             state, is_loading=is_loading, metadata=metadata
         )
-        state["opt_param_scheduler"] = scheduler.state_dict() if scheduler is not None else None
+        state["opt_param_scheduler"] = scheduler_state(scheduler) if scheduler is not None else None
     state["rng_state"] = rng_state()
     return state

@@ -18,6 +18,8 @@ class TrainState:
     """Total steps skipped for NaN/Inf so far."""
     floating_point_operations: float = 0.0
     """Model FLOPs spent so far (the x-axis of compute-matched comparisons)."""
+    wandb_run_id: str | None = None
+    """The Weights & Biases run this training run logs to (a resumed run continues it)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -59,6 +59,13 @@ def check_layout(
             f"--seq-length ({model.seq_length}) must be divisible by 2 x --context-parallel-size "
             f"({cp}) (load-balanced context parallelism)",
         )
+        if parallel.sequence_parallel:  # each CP rank's half-chunks are split over TP too
+            require(
+                model.seq_length % (2 * cp * tp) == 0,
+                f"--seq-length ({model.seq_length}) must be divisible by 2 x "
+                f"--context-parallel-size ({cp}) x --tensor-model-parallel-size ({tp}) with "
+                "--sequence-parallel",
+            )
         require(
             model.transformer_impl == "transformer_engine",
             "--context-parallel-size > 1 needs --transformer-impl transformer_engine (the local "

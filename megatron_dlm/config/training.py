@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from megatron_dlm.config.base import require
@@ -33,6 +33,10 @@ class TrainingConfig:
     """Skip (and count) a step whose loss or gradient norm is NaN/Inf."""
     exit_interval: int | None = None
     """Stop (after saving a checkpoint) once the iteration is a multiple of this."""
+    exit_duration_in_mins: float | None = None
+    """Save a checkpoint and exit once the run has taken this many minutes of wall time since
+    it started (setup included; checked after every step, agreed across ranks): stop cleanly
+    before a job's time limit and resume in the next job."""
     dry_run: bool = False
     """Validate the configuration and print the layout, parameter counts, memory and FLOPs per
     step and the projected time for the budget, without building the model or data."""
@@ -60,6 +64,10 @@ class TrainingConfig:
             self.eval_interval is None or self.eval_interval >= 1, "--eval-interval must be >= 1"
         )
         require(self.max_skipped_iters >= 1, "--max-skipped-iters must be >= 1")
+        require(
+            self.exit_duration_in_mins is None or self.exit_duration_in_mins > 0,
+            "--exit-duration-in-mins must be > 0",
+        )
 
 
 @dataclass
@@ -89,6 +97,17 @@ class OptimizerConfig:
     lr_wsd_decay_fraction: float | None = None
     """Length of the WSD decay phase as a fraction of the decay steps (default 0.1 if neither
     this nor --lr-wsd-decay-iters is given)."""
+    override_opt_param_scheduler: bool = field(
+        default=False, metadata={"aliases": ("--override-opt_param-scheduler",)}
+    )
+    """On resume, follow this command line's LR schedule (--lr, --min-lr, warmup, decay steps
+    and style, WSD decay) from the checkpoint's step, e.g. to train longer. Without this or
+    --use-checkpoint-opt-param-scheduler a schedule that differs from the checkpoint's is an
+    error."""
+    use_checkpoint_opt_param_scheduler: bool = field(
+        default=False, metadata={"aliases": ("--use-checkpoint-opt_param-scheduler",)}
+    )
+    """On resume, keep the checkpoint's LR schedule whatever this command line says."""
     weight_decay: float = 0.01
     """Decoupled weight decay (not applied to biases and norms)."""
     adam_beta1: float = 0.9
@@ -107,6 +126,10 @@ class OptimizerConfig:
     """Overlap the data-parallel gradient reduction with the backward pass."""
     overlap_param_gather: bool = False
     """Overlap the distributed optimizer's parameter all-gather with the forward pass."""
+    ddp_bucket_size: int | None = None
+    """Gradient bucket size in elements with --overlap-grad-reduce. Default: megatron-core's,
+    max(40M, 1M x DP size). Pin it to resume a distributed-optimizer checkpoint (default
+    format) at a DP size that changes the default."""
     loss_scale: float | None = None
     """Static fp16 loss scale; unset uses dynamic loss scaling."""
     initial_loss_scale: float = 2.0**32
@@ -131,12 +154,21 @@ class OptimizerConfig:
                 0 < self.lr_wsd_decay_fraction <= 1, "--lr-wsd-decay-fraction must be in (0, 1]"
             )
         require(
+            not (self.override_opt_param_scheduler and self.use_checkpoint_opt_param_scheduler),
+            "give either --override-opt-param-scheduler or --use-checkpoint-opt-param-scheduler, "
+            "not both",
+        )
+        require(
             self.optimizer == "adam" or not self.use_distributed_optimizer,
             "--use-distributed-optimizer needs --optimizer adam",
         )
         require(
             not self.overlap_param_gather or self.use_distributed_optimizer,
             "--overlap-param-gather needs --use-distributed-optimizer",
+        )
+        require(
+            self.ddp_bucket_size is None or self.ddp_bucket_size >= 1,
+            "--ddp-bucket-size must be >= 1",
         )
 
 
@@ -164,6 +196,10 @@ class CheckpointConfig:
     tracker names a checkpoint only once its files are complete and verified."""
     exit_signal_handler: bool = True
     """On SIGTERM or SIGUSR1 (e.g. SLURM preemption), save a checkpoint and exit cleanly."""
+    dist_ckpt_optim_fully_reshardable: bool = False
+    """Save the distributed optimizer's state in megatron-core's fully_reshardable format
+    (gathered per parameter; resumes at any TP/PP/EP) instead of the default dp_reshardable
+    one (written in parallel by every rank; resumes only at the same TP/PP/EP, any DP size)."""
 
     def __post_init__(self):
         require(self.save_interval is None or self.save_interval >= 1, "--save-interval >= 1")
@@ -186,7 +222,12 @@ class LoggingConfig:
     wandb_exp_name: str | None = None
     """Run name for Weights & Biases (and the default run directory)."""
     wandb_save_dir: str | None = None
-    """Directory for local Weights & Biases files. Default: the run directory."""
+    """Directory for local Weights & Biases files. Default: the run directory. A resumed run
+    continues the Weights & Biases run of its checkpoint (the run id is saved in it)."""
+    tensorboard_dir: str | None = None
+    """Write Megatron-LM's TensorBoard scalars (``lm loss``, ``learning-rate``, ``grad-norm``,
+    ``batch-size``, each also ``... vs samples``; ``lm loss validation``) here. Needs the
+    tensorboard package (pip install tensorboard)."""
     peak_tflops: float | None = None
     """Peak dense TFLOP/s of one device for MFU; default: looked up for known GPUs."""
 

@@ -28,6 +28,7 @@ def setup_model(cfg: DLMConfig, vocab: Vocab) -> list[DistributedDataParallel]:
         grad_reduce_in_fp32=True,
         overlap_grad_reduce=opt.overlap_grad_reduce,
         overlap_param_gather=opt.overlap_param_gather,
+        bucket_size=opt.ddp_bucket_size,
         use_distributed_optimizer=opt.use_distributed_optimizer,
         # NaN/Inf gradients skip the step (training/optimizer.py) rather than raise.
         check_for_nan_in_grad=False,

@@ -72,7 +72,12 @@ def schedule_steps(cfg: DLMConfig, train_iters: int) -> ScheduleSteps:
 
 
 def build_scheduler(cfg: DLMConfig, optimizer, train_iters: int) -> OptimizerParamScheduler:
-    """megatron-core's OptimizerParamScheduler stepped once per optimizer step."""
+    """megatron-core's OptimizerParamScheduler stepped once per optimizer step.
+
+    A resumed run restores it at the saved step; ``--override-opt-param-scheduler`` and
+    ``--use-checkpoint-opt-param-scheduler`` (Megatron-LM's flags, set on the scheduler) say
+    whose schedule wins when the command line's differs from the checkpoint's.
+    """
     steps = schedule_steps(cfg, train_iters)
     opt = cfg.optimizer
     return OptimizerParamScheduler(
@@ -85,8 +90,12 @@ def build_scheduler(cfg: DLMConfig, optimizer, train_iters: int) -> OptimizerPar
         lr_decay_style=opt.lr_decay_style,
         start_wd=opt.weight_decay,
         end_wd=opt.weight_decay,
-        wd_incr_steps=max(train_iters, 1),
+        # Unused by a constant weight decay; the decay steps, so that it is not a schedule
+        # difference of its own when --train-iters changes and --lr-decay-iters does not.
+        wd_incr_steps=steps.decay,
         wd_incr_style="constant",
+        use_checkpoint_opt_param_scheduler=opt.use_checkpoint_opt_param_scheduler,
+        override_opt_param_scheduler=opt.override_opt_param_scheduler,
         wsd_decay_steps=steps.wsd_decay,
         lr_wsd_decay_style=opt.lr_wsd_decay_style if steps.wsd_decay else None,
     )

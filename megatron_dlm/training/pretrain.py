@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from megatron_dlm.models.vocab import Vocab
 from megatron_dlm.runtime.distributed import destroy_distributed, init_distributed
 from megatron_dlm.training.batching import resolve_batch_layout
 from megatron_dlm.training.flops import flops_per_sequence, parameter_counts, peak_tflops
+from megatron_dlm.training.metrics import require_tensorboard
 from megatron_dlm.training.model_setup import count_parameters, setup_model
 from megatron_dlm.training.optimizer import build_optimizer, build_scheduler
 from megatron_dlm.training.step import rank_reads_data
@@ -52,6 +54,8 @@ def pretrain(cfg: DLMConfig) -> TrainState:
     from megatron_dlm.data.tokenizer import build_tokenizer
     from megatron_dlm.objectives import build_objective
 
+    start_time = time.time()  # --exit-duration-in-mins counts from here (setup included)
+    require_tensorboard(cfg.logging.tensorboard_dir)  # on every rank, before any collective
     ctx = init_distributed(cfg.parallel, seed=cfg.training.seed)
     trainer = None
     try:
@@ -147,6 +151,7 @@ def pretrain(cfg: DLMConfig) -> TrainState:
             samples_per_epoch=getattr(splits.info, "samples_per_epoch", None),
             tokenizer=tok_record,
             run_dir=str(run_dir),
+            start_time=start_time,
         )
         return trainer.train()
     finally:

@@ -4,7 +4,9 @@ Megatron's contract: ``forward_step(data_iterator, model) -> (output, partial(lo
 ``loss_func(output) -> (loss_sum, num_tokens, report)``. The batch is read on tensor-parallel
 rank 0 of the first and last pipeline stages and broadcast to the other TP ranks (Megatron's
 batch broadcast); the objective then derives the noisy inputs and targets deterministically on
-every rank from the batch alone, so no other communication is needed.
+every rank from the batch alone, so no other communication is needed. With context
+parallelism every CP rank reads the same samples, prepares the whole sequence and keeps its two
+load-balanced chunks (objectives/context_parallel.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from functools import partial
 import torch
 from megatron.core import parallel_state, tensor_parallel
 from megatron.core.pipeline_parallel import get_forward_backward_func
+
+from megatron_dlm.objectives.context_parallel import split_for_context_parallel
 
 INT_KEYS = ("tokens", "labels", "position_ids", "sample_id", "epoch")
 FLOAT_KEYS = ("loss_mask",)
@@ -91,6 +95,8 @@ class StepContext:
     data_parallel_size: int
     global_batch_size: int
     device: torch.device
+    context_parallel_size: int = 1
+    """CP > 1: the model sees this CP rank's two chunks of each sequence."""
 
 
 def _global_positions(ctx: StepContext, micro_index: int, batch_size: int) -> torch.Tensor:
@@ -116,6 +122,9 @@ def forward_step(ctx: StepContext, data_iterator, model):
         global_positions=_global_positions(ctx, micro_index, batch["tokens"].shape[0]),
         global_batch_size=ctx.global_batch_size,
     ).to(ctx.device, non_blocking=True)
+    if ctx.context_parallel_size > 1:
+        # The noise above was drawn on the whole sequence; this rank scores its chunks.
+        prepared = split_for_context_parallel(prepared)
     output = model(prepared.inputs, prepared.position_ids, attention_mask=None)
     return output, partial(ctx.objective.loss, prepared=prepared)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import resource
@@ -14,7 +15,12 @@ from megatron.core import parallel_state
 from megatron_dlm.checkpoint import CheckpointSaver, TokenizerRecord, TrainState, read_tracker
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.training.batching import BatchLayout
-from megatron_dlm.training.metrics import MetricsWriter, format_console_line
+from megatron_dlm.training.metrics import (
+    MetricsWriter,
+    format_console_line,
+    moe_metrics,
+    new_wandb_run_id,
+)
 from megatron_dlm.training.optimizer import guarded_step
 from megatron_dlm.training.signals import ExitSignalHandler
 from megatron_dlm.training.step import StepContext, reduce_reports, run_global_batch
@@ -46,17 +52,30 @@ def _peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def _agree(loss: float | None, stop_requested: bool) -> tuple[bool, bool]:
-    """One all-reduce per step: was the loss finite everywhere (only the last stage has it), and
-    did any rank receive a stop signal?"""
+def _agree(
+    loss: float | None, stop_requested: bool, time_up: bool = False
+) -> tuple[bool, bool, bool]:
+    """One all-reduce per step: was the loss finite everywhere (only the last stage has it), did
+    any rank receive a stop signal, and has any rank run past --exit-duration-in-mins?"""
     flags = torch.tensor(
-        [0.0 if loss is None or math.isfinite(loss) else 1.0, 1.0 if stop_requested else 0.0]
+        [
+            0.0 if loss is None or math.isfinite(loss) else 1.0,
+            1.0 if stop_requested else 0.0,
+            1.0 if time_up else 0.0,
+        ]
     )
     if torch.distributed.get_backend() == "nccl":
         flags = flags.cuda()
     torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-    bad_loss, stop = flags.tolist()
-    return bad_loss == 0.0, stop > 0.0
+    bad_loss, stop, late = flags.tolist()
+    return bad_loss == 0.0, stop > 0.0, late > 0.0
+
+
+def _shared_run_id() -> str:
+    """A new wandb run id drawn on rank 0, the same on every rank (collective)."""
+    ids = [new_wandb_run_id() if torch.distributed.get_rank() == 0 else None]
+    torch.distributed.broadcast_object_list(ids, src=0)
+    return ids[0]
 
 
 class Trainer:
@@ -79,6 +98,7 @@ class Trainer:
         samples_per_epoch: int | None = None,
         tokenizer: TokenizerRecord | None = None,
         run_dir: str | None = None,
+        start_time: float | None = None,
     ):
         self.cfg = cfg
         self.model = model
@@ -95,18 +115,29 @@ class Trainer:
         self.tokenizer = tokenizer
         ckpt = cfg.checkpoint
         self.saver = (
-            CheckpointSaver(ckpt.save, keep_last_k=ckpt.keep_last_k, async_save=ckpt.async_save)
+            CheckpointSaver(
+                ckpt.save,
+                keep_last_k=ckpt.keep_last_k,
+                async_save=ckpt.async_save,
+                fully_reshardable=ckpt.dist_ckpt_optim_fully_reshardable,
+            )
             if ckpt.save
             else None
         )
+        self.start_time = time.time() if start_time is None else start_time
+        """When the run started (``time.time()``): --exit-duration-in-mins counts from it."""
+        log = cfg.logging
+        if log.wandb_project and not self.state.wandb_run_id:
+            self.state.wandb_run_id = _shared_run_id()  # saved with every checkpoint
         self.writer = None
         if reports_here() and run_dir is not None:
-            log = cfg.logging
             self.writer = MetricsWriter(
                 run_dir,
                 wandb_project=log.wandb_project,
                 wandb_exp_name=log.wandb_exp_name,
                 wandb_save_dir=log.wandb_save_dir,
+                wandb_run_id=self.state.wandb_run_id,
+                tensorboard_dir=log.tensorboard_dir,
                 config=cfg.to_dict(),
                 start_iteration=self.state.iteration,
             )
@@ -123,6 +154,7 @@ class Trainer:
             data_parallel_rank=parallel_state.get_data_parallel_rank(),
             data_parallel_size=self.layout.data_parallel_size,
             global_batch_size=self.layout.global_batch_size,
+            context_parallel_size=parallel_state.get_context_parallel_world_size(),
             device=torch.device("cuda", torch.cuda.current_device())
             if torch.cuda.is_available()
             else torch.device("cpu"),
@@ -140,9 +172,43 @@ class Trainer:
         if self.writer is not None:
             self.writer.write(record)
 
+    @property
+    def _deferred_param_gather(self) -> bool:
+        """With --overlap-param-gather the distributed optimizer's step leaves each rank's
+        replicas of the other ranks' parameter shards stale until the next forward pass."""
+        opt = self.cfg.optimizer
+        return opt.use_distributed_optimizer and opt.overlap_param_gather
+
+    def sync_params(self) -> None:
+        """Finish the pending parameter all-gather before anything reads the weights.
+
+        Megatron-LM's ``force_param_sync``: a checkpoint (or anything else reading the
+        parameters) right after a step would otherwise see about half of them one step old.
+        The next forward's pre-hooks then find the gather done and wait for nothing.
+        """
+        if self._deferred_param_gather:
+            for chunk in self.model:
+                chunk.start_param_sync(force_sync=True)
+
+    @contextlib.contextmanager
+    def _params_gathered(self):
+        """Megatron-LM's evaluation bracket: forward pre-hooks off with the gather finished,
+        back on afterwards."""
+        if not self._deferred_param_gather:
+            yield
+            return
+        for chunk in self.model:
+            chunk.disable_forward_pre_hook(param_sync=True)
+        try:
+            yield
+        finally:
+            for chunk in self.model:
+                chunk.enable_forward_pre_hook()
+
     def save(self) -> None:
         if self.saver is None:
             return
+        self.sync_params()
         self.saver.save(
             self.state,
             self.model,
@@ -153,11 +219,16 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ train
+    def _time_up(self) -> bool:
+        limit = self.cfg.training.exit_duration_in_mins
+        return limit is not None and (time.time() - self.start_time) / 60.0 > limit
+
     def train_step(
         self, data: Iterator[dict] | None, stop_requested: bool = False
-    ) -> tuple[dict[str, float], object, bool]:
-        """One optimizer step; returns the reduced metrics, the step result, and whether any
-        rank asked to stop (``stop_requested`` is this rank's signal flag)."""
+    ) -> tuple[dict[str, float], object, str | None]:
+        """One optimizer step; returns the reduced metrics, the step result, and why every
+        rank stops after it: ``"signal"`` (any rank's ``stop_requested``, its signal flag),
+        ``"time"`` (--exit-duration-in-mins on any rank) or None."""
         for chunk in self.model:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
@@ -170,15 +241,20 @@ class Trainer:
             forward_only=False,
         )
         metrics = reduce_reports(reports) if reports else {}
-        finite, stop = _agree(metrics.get("loss"), stop_requested)
+        if self.cfg.model.is_moe:
+            metrics.update(
+                moe_metrics(self.cfg.model, self.layout.num_microbatches, self.state.iteration + 1)
+            )
+        finite, signal, late = _agree(metrics.get("loss"), stop_requested, self._time_up())
         check = self.cfg.training.check_for_nan_in_loss_and_grad
         result = guarded_step(self.optimizer, self.cfg.optimizer.clip_grad, finite or not check)
         if result.stepped:
             self.scheduler.step(1)
-        return metrics, result, stop
+        return metrics, result, "signal" if signal else "time" if late else None
 
     def train(self) -> TrainState:
-        """Train until the budget, a stop signal, or --exit-interval; returns the final state."""
+        """Train until the budget, a stop signal, --exit-interval or --exit-duration-in-mins;
+        returns the final state."""
         cfg, layout, state = self.cfg, self.layout, self.state
         data = self.train_data(state.consumed_samples)
         for chunk in self.model:
@@ -192,6 +268,21 @@ class Trainer:
             layout.micro_batch_size,
             layout.data_parallel_size,
         )
+        sched = self.scheduler
+        if (
+            state.iteration < layout.train_iters
+            and sched.lr_decay_style != "constant"
+            and sched.num_steps >= sched.lr_decay_steps
+        ):
+            logger.warning(
+                "the LR schedule in force ended at step %d: iterations %d-%d train at the "
+                "minimum LR %s. To train longer on a new schedule, resume with "
+                "--override-opt-param-scheduler (docs/checkpoints.md)",
+                sched.lr_decay_steps,
+                state.iteration + 1,
+                layout.train_iters,
+                sched.min_lr,
+            )
         if self.saver is not None:
             self.saver.prepare()  # before the signal handlers: its helper ignores SIGTERM
         # The handlers stay installed through the last save: a job-wide SIGTERM then only sets
@@ -200,6 +291,7 @@ class Trainer:
             self._train_loop(data, signals)
             if self.saver is not None:
                 self.saver.close()  # a background save completes before the run ends
+        self.sync_params()  # the caller gets the trained weights, not half of the previous step's
         return state
 
     def _saved_this_iteration(self) -> bool:
@@ -240,7 +332,15 @@ class Trainer:
             if self._saved_this_iteration():
                 self.save()
             if stop:
-                logger.warning("stopping at iteration %d on a signal", state.iteration)
+                signals.latch()  # a signal reaching this rank late must not kill the save
+                if stop == "signal":
+                    logger.warning("stopping at iteration %d on a signal", state.iteration)
+                else:
+                    logger.warning(
+                        "stopping at iteration %d: --exit-duration-in-mins %s reached",
+                        state.iteration,
+                        cfg.training.exit_duration_in_mins,
+                    )
                 if not self._saved_this_iteration():
                     self.save()
                 return
@@ -250,6 +350,7 @@ class Trainer:
                     self.save()
                 logger.info("--exit-interval reached at iteration %d", state.iteration)
                 return
+        # Still under the handler: a signal now is noted, and the final save completes.
         interval = cfg.training.eval_interval
         if self.valid_data is not None and not (interval and state.iteration % interval == 0):
             self.evaluate()
@@ -325,11 +426,14 @@ class Trainer:
         progress.info(format_console_line(record, layout.train_iters), extra={"all_ranks": True})
 
     # ------------------------------------------------------------------ evaluate
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Loss on the same validation samples (and masks) every time: comparable over a run."""
         if self.valid_data is None or self.cfg.training.eval_iters == 0:
             return {}
+        with self._params_gathered(), torch.no_grad():
+            return self._evaluate()
+
+    def _evaluate(self) -> dict[str, float]:
         for chunk in self.model:
             chunk.eval()
         data = self.valid_data(0)

@@ -153,6 +153,10 @@ def test_missing_yaml_file_is_a_clear_error(tmp_path):
          r"--seq-length \(30\) must be divisible by 2 x --context-parallel-size \(2\)"),
         ("--context-parallel-size 2 --transformer-impl local",
          "--context-parallel-size > 1 needs --transformer-impl transformer_engine"),
+        ("--seq-length 40 --context-parallel-size 2 --tensor-model-parallel-size 4 "
+         "--sequence-parallel --transformer-impl transformer_engine",
+         r"--seq-length \(40\) must be divisible by 2 x --context-parallel-size \(2\) x "
+         r"--tensor-model-parallel-size \(4\) with --sequence-parallel"),
         ("--num-layers 3 --pipeline-model-parallel-size 2",
          r"--num-layers \(3\) must be divisible by --pipeline-model-parallel-size \(2\)"),
         ("--num-layers 4 --pipeline-model-parallel-size 2 --num-virtual-stages-per-pipeline-rank 4",

@@ -92,7 +92,7 @@ def test_checkpoint_resumes_at_another_layout(tiny_data, tmp_path, saved):
     argv = [*tiny_data.flags(), *TINY_MODEL, *COMMON, "--save", str(save)]
     first = run_distributed(pretrain_worker, 2, args=([*argv, *saved], str(save)))[0]
     valid_at_4 = [r for r in first if r["split"] == "valid"][-1]
-    more = [*argv, "--train-iters", "6"]
+    more = [*argv, "--train-iters", "6", "--override-opt-param-scheduler"]  # a longer schedule
     (resumed,) = run_distributed(pretrain_worker, 1, args=(more, str(save)))
     train = [r for r in resumed if r["split"] == "train"]
     assert [r["iteration"] for r in train] == [1, 2, 3, 4, 5, 6]  # 1-4 kept from the first run

@@ -57,6 +57,10 @@ def test_loss_falls_on_real_data(tiny_data, tmp_path, objective, moe):
     assert valid and valid[-1]["loss"] < first
     if objective == "dlm":
         assert {"masked_ce", "masked_accuracy", "mean_t"} <= set(records[-2])
+    if moe:  # megatron-core's router loss, over the MoE layers and per layer
+        layers = [f"moe/load_balancing_loss_layer_{i}" for i in range(2)]
+        for record in _train(records):
+            assert all(0 < record[key] < 10 for key in ["load_balancing_loss", *layers])
     assert (tmp_path / "latest_checkpointed_iteration.txt").read_text().strip() == "30"
 
 
@@ -217,3 +221,52 @@ def test_missing_load_directory_is_a_clear_error(tiny_data, tmp_path):
     )
     with pytest.raises(DistributedTestError, match="--load .*nope: no checkpoint there"):
         run_distributed(pretrain_worker, 1, args=(argv, str(tmp_path)))
+
+
+def test_tensorboard_scalars_have_megatron_names(tiny_data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = tmp_path / "tb"
+    records = _fit(tiny_data, tmp_path, "--train-iters", "2", "--lr-warmup-iters", "0",
+                   "--tensorboard-dir", str(board))  # fmt: skip
+    events = EventAccumulator(str(board))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    expected = {
+        "lm loss", "learning-rate", "grad-norm", "batch-size", "masked ce", "mean t",
+        "lm loss validation", "masked ce validation", "iteration-time", "throughput",
+    }  # fmt: skip
+    assert expected <= tags
+    assert {f"{tag} vs samples" for tag in ("lm loss", "learning-rate", "grad-norm")} <= tags
+    train = _train(records)
+    assert [e.step for e in events.Scalars("lm loss")] == [1, 2]
+    assert [e.value for e in events.Scalars("lm loss")] == pytest.approx([r["loss"] for r in train])
+    assert [e.step for e in events.Scalars("lm loss vs samples")] == [
+        r["consumed_samples"] for r in train
+    ]
+    assert events.Scalars("learning-rate")[0].value == pytest.approx(train[0]["lr"])
+
+
+def test_tensorboard_missing_is_a_clear_error(tiny_data, tmp_path):
+    from tests.training.workers import pretrain_without_tensorboard
+
+    argv = _argv(tiny_data, tmp_path, "--train-iters", "2", "--tensorboard-dir", str(tmp_path))
+    with pytest.raises(DistributedTestError, match=r"ConfigError: --tensorboard-dir .*: needs "
+                       r"the tensorboard package \(pip install tensorboard\)"):  # fmt: skip
+        run_distributed(pretrain_without_tensorboard, 1, args=(argv, str(tmp_path)))
+
+
+def test_wandb_resumes_the_checkpoints_run(tiny_data, tmp_path):
+    from megatron_dlm.checkpoint import read_checkpoint_info
+    from tests.training.workers import pretrain_with_env
+
+    offline = {"WANDB_MODE": "offline"}
+    common = ["--lr-decay-iters", "3", "--wandb-project", "megatron-dlm-test",
+              "--wandb-save-dir", str(tmp_path / "wb"), "--eval-interval", "1000"]  # fmt: skip
+    for iters in ("2", "3"):
+        argv = _argv(tiny_data, tmp_path, "--train-iters", iters, *common)
+        run_distributed(pretrain_with_env, 1, args=(argv, str(tmp_path), offline))
+    runs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    run_id = read_checkpoint_info(tmp_path).train_state.wandb_run_id
+    assert len(runs) == 2 and run_id
+    assert all(run.name.endswith(f"-{run_id}") for run in runs)

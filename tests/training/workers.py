@@ -79,3 +79,21 @@ def pretrain_with_env(argv: list[str], run_dir: str, env: dict[str, str]) -> lis
     finally:
         for key in env:
             os.environ.pop(key, None)
+
+
+def pretrain_without_tensorboard(argv: list[str], run_dir: str) -> list[dict]:
+    """pretrain() on a machine without the tensorboard package."""
+    import sys
+
+    prefixes = ("tensorboard.", "torch.utils.tensorboard")
+    hidden = {
+        name: sys.modules.pop(name)
+        for name in list(sys.modules)
+        if name == "tensorboard" or name.startswith(prefixes)
+    }
+    sys.modules["tensorboard"] = None  # makes `import tensorboard` raise ImportError
+    try:
+        return pretrain_worker(argv, run_dir)
+    finally:
+        del sys.modules["tensorboard"]
+        sys.modules.update(hidden)
