@@ -13,7 +13,7 @@ from megatron.core import parallel_state
 
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.training.batching import BatchLayout
-from megatron_dlm.training.checkpointing import TrainState, save_checkpoint
+from megatron_dlm.training.checkpointing import TrainState, has_checkpoint, save_checkpoint
 from megatron_dlm.training.metrics import MetricsWriter, format_console_line
 from megatron_dlm.training.optimizer import guarded_step
 from megatron_dlm.training.signals import ExitSignalHandler
@@ -57,6 +57,22 @@ def _agree(loss: float | None, stop_requested: bool) -> tuple[bool, bool]:
     torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
     bad_loss, stop = flags.tolist()
     return bad_loss == 0.0, stop > 0.0
+
+
+def _last_good_weights(save: str | None) -> str:
+    """Where the weights from before a divergence are (skipped steps leave them unchanged)."""
+    if not save:
+        return "No checkpoint was saved (no --save)."
+    try:
+        saved = has_checkpoint(save)
+    except Exception:  # an unreadable tracker: say nothing we cannot back
+        saved = False
+    if saved:
+        return (
+            f"Skipped steps leave the weights unchanged, so the last checkpoint in {save} holds "
+            "weights from before the problem."
+        )
+    return f"No checkpoint was saved in {save} yet (see --save-interval)."
 
 
 class Trainer:
@@ -216,9 +232,7 @@ class Trainer:
                     raise TrainingAborted(
                         f"{consecutive_skips} consecutive steps had NaN/Inf loss or gradients "
                         f"(--max-skipped-iters {cfg.training.max_skipped_iters}); stopping at "
-                        f"iteration {state.iteration}. Skipped steps leave the weights unchanged, "
-                        f"so the last checkpoint in {cfg.checkpoint.save or '(no --save)'} holds "
-                        "weights from before the problem."
+                        f"iteration {state.iteration}. {_last_good_weights(cfg.checkpoint.save)}"
                     )
                 interval = cfg.training.eval_interval
                 if interval and state.iteration % interval == 0 and self.valid_data is not None:
