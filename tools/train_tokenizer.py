@@ -61,6 +61,7 @@ EDGE_CASES = [
     "\tif x:\r\n\t\treturn '\u00e9\u00e8 \u4e2d\u6587 \U0001f600'\n\n",
     "literal specials: <|mask|> <|eod|> <|pad|> <unk> <s> </s>\n",
     "bytes: \x00\x01\x0c \u2028 \ufeff\n",
+    "sentencepiece's space marker: '\u2581\u2583\u2585' a\u2581b \u2581\u2581 \u2581",
 ]
 
 

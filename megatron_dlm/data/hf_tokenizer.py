@@ -5,13 +5,16 @@ or ``<unk>`` output, so the export is a ``tokenizers`` JSON wrapped in
 ``PreTrainedTokenizerFast``: ``tokenizer.json`` + ``tokenizer_config.json``, which
 ``AutoTokenizer.from_pretrained(folder)`` loads (no ``trust_remote_code``, no sentencepiece).
 
-The JSON reproduces the sentencepiece model exactly (checked by :func:`compare_with_sentencepiece`
-on real files): spaces become ``▁`` (identity normalisation otherwise, no dummy prefix, no
-pre-tokenizer, as our trainer sets); BPE merges are every split of a piece into two pieces, ranked
-by the merged piece's score, which is the order sentencepiece merges in; byte fallback; the
-decoder maps ``▁`` back to spaces and byte tokens back to UTF-8. Special tokens keep their ids
-and are never matched in text (``split_special_tokens``), as in sentencepiece where they are
-control symbols.
+The JSON reproduces the sentencepiece model exactly, as
+:class:`~megatron_dlm.data.encoder.TextEncoder` encodes with it (checked by
+:func:`compare_with_sentencepiece` on real files): the pieces spell sentencepiece's whitespace
+marker ``▁`` as the space it stands for, so no normaliser is needed (identity normalisation, no
+dummy prefix, no pre-tokenizer, as our trainer sets) and a literal ``▁`` in text, which is in no
+piece then, falls back to its UTF-8 byte tokens as ``encode_keeping_marker`` encodes it; BPE
+merges are every split of a piece into two pieces, ranked by the merged piece's score, which is
+the order sentencepiece merges in; byte fallback; the decoder turns byte tokens back into UTF-8.
+Special tokens keep their ids and are never matched in text (``split_special_tokens``), as in
+sentencepiece where they are control symbols.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from megatron_dlm.data.tokenizer import (
     HF_TOKENIZER_FILE,
     MASK_TOKEN,
     PAD_TOKEN,
+    SENTENCEPIECE_SPACE,
     UNK_TOKEN,
 )
 
-SPACE = "\u2581"  # sentencepiece's whitespace marker "▁"
+SPACE = SENTENCEPIECE_SPACE  # "▁"
 
 
 def sentencepiece_to_tokenizers(model_file: str | os.PathLike, model_type: str = "bpe"):
@@ -42,11 +46,13 @@ def sentencepiece_to_tokenizers(model_file: str | os.PathLike, model_type: str =
         model_type: ``bpe`` or ``unigram`` (how it was trained).
     """
     import sentencepiece
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+    from tokenizers import AddedToken, Tokenizer, decoders, models
 
     sp = sentencepiece.SentencePieceProcessor(model_file=os.fspath(model_file))
     n = sp.get_piece_size()
-    pieces = [sp.id_to_piece(i) for i in range(n)]
+    # sentencepiece never keeps a space in a piece (it writes spaces as the marker), so this
+    # renaming is one to one; the fingerprint counts a space as the marker (vocab_sha256).
+    pieces = [sp.id_to_piece(i).replace(SPACE, " ") for i in range(n)]
     special = [i for i in range(n) if sp.is_control(i) or sp.is_unknown(i)]
     normal = [
         not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i))
@@ -80,10 +86,7 @@ def sentencepiece_to_tokenizers(model_file: str | os.PathLike, model_type: str =
     else:
         raise ValueError(f"model_type must be bpe or unigram, got {model_type!r}")
     tokenizer = Tokenizer(model)
-    tokenizer.normalizer = normalizers.Replace(" ", SPACE)
-    tokenizer.decoder = decoders.Sequence(
-        [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
-    )
+    tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
     tokenizer.add_special_tokens(
         [AddedToken(pieces[i], special=True, normalized=False) for i in special]
     )
@@ -139,16 +142,19 @@ def compare_with_sentencepiece(
 ) -> list[str]:
     """Encode and decode ``texts`` with both; return a description of each difference.
 
-    The Hugging Face side is loaded the way users load it, ``AutoTokenizer.from_pretrained``.
+    The sentencepiece side is what preprocessing and training use
+    (:class:`~megatron_dlm.data.encoder.TextEncoder`); the Hugging Face side is loaded the way
+    users load it, ``AutoTokenizer.from_pretrained``.
     """
-    import sentencepiece
     from transformers import AutoTokenizer
 
-    sp = sentencepiece.SentencePieceProcessor(model_file=os.fspath(model_file))
+    from megatron_dlm.data.encoder import TextEncoder
+
+    sp = TextEncoder(model_file)
     hf = AutoTokenizer.from_pretrained(os.fspath(hf_dir))
     problems = []
     for k, text in enumerate(texts):
-        expected = sp.encode_as_ids(text)
+        expected = sp.encode(text)
         got = hf.encode(text, add_special_tokens=False)
         if got != expected:
             at = next((j for j, (a, b) in enumerate(zip(got, expected)) if a != b), None)

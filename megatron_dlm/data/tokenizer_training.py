@@ -10,7 +10,9 @@ docs/data-tools.md):
   ``allow_whitespace_only_pieces=True``: indentation becomes a few tokens), and across
   Unicode-script boundaries (``split_by_unicode_script=False``: ``self.``, ``):``; +10% bytes
   per token);
-- byte fallback: any text round-trips exactly, rare characters become UTF-8 byte tokens;
+- byte fallback: any text round-trips exactly, rare characters become UTF-8 byte tokens (and
+  so does a literal "▁", sentencepiece's whitespace marker, when our tokenizers encode it:
+  :func:`megatron_dlm.data.tokenizer.encode_keeping_marker`);
 - the special tokens are reserved as control symbols (never produced from text):
   ``<unk>`` 0, ``<|pad|>`` 1 (sentencepiece's pad), ``<|eod|>`` 2 (its eos), ``<|mask|>`` 3; no bos.
 """
