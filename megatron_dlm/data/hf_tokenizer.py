@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -93,20 +94,53 @@ def sentencepiece_to_tokenizers(model_file: str | os.PathLike, model_type: str =
     return tokenizer
 
 
+def check_hf_output(output_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse an output folder that holds anything (unless ``overwrite``) or is a file.
+
+    Raises:
+        FileExistsError: naming the folder (the caller's ``--hf-output``).
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(
+            f"--hf-output {output_dir} is a file, not a folder: choose a new folder"
+        )
+    if not overwrite and output_dir.is_dir() and any(output_dir.iterdir()):
+        raise FileExistsError(
+            f"--hf-output {output_dir} already exists and is not empty: choose a new folder, "
+            "or pass --overwrite to replace its tokenizer files (other files are left alone)"
+        )
+
+
 def export_hf_tokenizer(
-    model_file: str | os.PathLike, output_dir: str | os.PathLike, model_type: str = "bpe"
+    model_file: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model_type: str = "bpe",
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``tokenizer.json`` + ``tokenizer_config.json`` for ``AutoTokenizer``.
 
-    The folder is written under a temporary name and renamed (an existing one is replaced
-    only once the new one is complete).
+    The files are written into a temporary folder next to ``output_dir`` and then moved into
+    it one by one (each appears complete). Nothing else in ``output_dir`` is touched: with
+    ``overwrite`` only the files this function writes are replaced.
+
+    Args:
+        model_file: the sentencepiece ``.model``.
+        output_dir: a new or empty folder (or, with ``overwrite``, one to put the files in).
+        model_type: ``bpe`` or ``unigram`` (how it was trained).
+        overwrite: replace the tokenizer files of a non-empty folder.
 
     Returns:
         The output folder.
+
+    Raises:
+        FileExistsError: ``output_dir`` is a file, or a non-empty folder without ``overwrite``.
     """
     from transformers import PreTrainedTokenizerFast
 
     output_dir = Path(output_dir)
+    check_hf_output(output_dir, overwrite)
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=sentencepiece_to_tokenizers(model_file, model_type),
         unk_token=UNK_TOKEN,
@@ -117,23 +151,24 @@ def export_hf_tokenizer(
         clean_up_tokenization_spaces=False,
         model_max_length=1 << 30,
     )
-    temp = output_dir.with_name(output_dir.name + f".partial-{os.getpid()}")
-    shutil.rmtree(temp, ignore_errors=True)
-    wrapped.save_pretrained(temp)
-    config_path = temp / HF_CONFIG_FILE
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    # transformers v5 records its internal "TokenizersBackend"; the public name loads in v4 too.
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    if not (temp / HF_TOKENIZER_FILE).is_file():
-        raise RuntimeError(f"transformers did not write {HF_TOKENIZER_FILE} into {temp}")
-    if output_dir.exists():
-        old = output_dir.with_name(output_dir.name + f".old-{os.getpid()}")
-        output_dir.rename(old)
-        temp.rename(output_dir)
-        shutil.rmtree(old)
-    else:
-        temp.rename(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    try:
+        wrapped.save_pretrained(temp)
+        config_path = temp / HF_CONFIG_FILE
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        # transformers v5 records its internal "TokenizersBackend"; the public name loads in
+        # v4 too.
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        if not (temp / HF_TOKENIZER_FILE).is_file():
+            raise RuntimeError(f"transformers did not write {HF_TOKENIZER_FILE} into {temp}")
+        check_hf_output(output_dir, overwrite)  # again: it may have appeared meanwhile
+        output_dir.mkdir(exist_ok=True)
+        for written in sorted(temp.iterdir()):
+            os.replace(written, output_dir / written.name)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)  # only what this call wrote
     return output_dir
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.data.datasets import check_datasets
+from megatron_dlm.data.paths import check_output_dir
 from megatron_dlm.data.plan import DatasetInfo
 from megatron_dlm.data.tokenizer import DLMTokenizer, build_tokenizer
 from megatron_dlm.training.batching import BatchLayout, resolve_batch_layout
@@ -51,31 +52,6 @@ def run_directory(cfg: DLMConfig) -> Path:
 def world_size_from_env() -> int:
     """The world size torchrun (or a scheduler) announces; 1 outside a launcher."""
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def check_output_dir(path: str | os.PathLike, flag: str) -> None:
-    """Raise ``NotADirectoryError``/``PermissionError`` naming ``flag`` if ``path`` cannot
-    be (created as) a writable folder.
-
-    Nothing is created: the nearest existing ancestor must be a writable folder.
-    """
-    target = Path(path)
-    if target.exists():
-        if not target.is_dir():
-            raise NotADirectoryError(f"{flag} {target}: exists and is not a directory")
-        existing = target
-    else:
-        existing = target.parent
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise NotADirectoryError(
-                f"{flag} {target}: cannot be created, {existing} is a file, not a directory"
-            )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"{flag} {target}: cannot write there ({existing} is read-only or not writable)"
-        )
 
 
 def preflight(cfg: DLMConfig, world_size: int | None = None) -> CheckedRun:
