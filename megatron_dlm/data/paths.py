@@ -11,22 +11,27 @@ import os
 from pathlib import Path
 
 
-def _writable_ancestor(target: Path, flag: str) -> None:
+def _writable_ancestor(target: Path, lead: str) -> None:
     existing = target.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise NotADirectoryError(
-            f"{flag} {target}: cannot be created, {existing} is a file, not a directory"
+            f"{lead}: cannot be created, {existing} is a file, not a directory"
         )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(
-            f"{flag} {target}: cannot write there ({existing} is read-only or not writable)"
+            f"{lead}: cannot write there ({existing} is read-only or not writable)"
         )
 
 
-def check_output_dir(path: str | os.PathLike, flag: str) -> None:
+def check_output_dir(path: str | os.PathLike, flag: str, *, label: str | None = None) -> None:
     """Raise if ``path`` cannot be (created as) a writable folder.
+
+    Args:
+        path: the folder.
+        flag: the flag that named it; messages start with ``"{flag} {path}"``.
+        label: what messages start with instead (``"--output-prefix data/x"`` for its folder).
 
     Raises:
         NotADirectoryError: ``path`` is a file, or lies below one.
@@ -34,13 +39,15 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> None:
             e.g. on a read-only filesystem.
     """
     target = Path(path)
+    lead = label or f"{flag} {target}"
+    where = f" {target}" if label else ""
     if target.exists():
         if not target.is_dir():
-            raise NotADirectoryError(f"{flag} {target}: exists and is not a directory")
+            raise NotADirectoryError(f"{lead}:{where} exists and is not a directory")
         if not os.access(target, os.W_OK | os.X_OK):
-            raise PermissionError(f"{flag} {target}: cannot write there (read-only)")
+            raise PermissionError(f"{lead}: cannot write in{where or ' it'} (read-only)")
         return
-    _writable_ancestor(target, flag)
+    _writable_ancestor(target, lead)
 
 
 def check_output_file(path: str | os.PathLike, flag: str) -> None:
@@ -51,8 +58,9 @@ def check_output_file(path: str | os.PathLike, flag: str) -> None:
         NotADirectoryError, PermissionError: as :func:`check_output_dir` for its folder.
     """
     target = Path(path)
+    lead = f"{flag} {target}"
     if target.is_dir():
-        raise IsADirectoryError(f"{flag} {target}: is a directory, not a file")
+        raise IsADirectoryError(f"{lead}: is a directory, not a file")
     if target.exists() and not os.access(target, os.W_OK):
-        raise PermissionError(f"{flag} {target}: cannot write it (read-only)")
-    _writable_ancestor(target, flag)
+        raise PermissionError(f"{lead}: cannot write it (read-only)")
+    _writable_ancestor(target, lead)
