@@ -1,14 +1,19 @@
-"""Checks that an output can be written, made before any work that would be lost otherwise.
+"""Outputs: checks that one can be written, made before any work that would be lost otherwise,
+and :func:`atomic_write`, which never leaves a half-written file.
 
-Nothing is created: each check walks up to the nearest existing ancestor, which must be a
-writable folder. The errors are ``OSError`` subclasses whose message names the flag and path
-(``errno`` unset), so that a tool prints them as they are.
+Nothing is created by the checks: each walks up to the nearest existing ancestor, which must be
+a writable folder. Their errors are ``OSError`` subclasses whose message names the flag and
+path (``errno`` unset), so that a tool prints them as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 
 def _writable_ancestor(target: Path, lead: str) -> None:
@@ -64,3 +69,27 @@ def check_output_file(path: str | os.PathLike, flag: str) -> None:
     if target.exists() and not os.access(target, os.W_OK):
         raise PermissionError(f"{lead}: cannot write it (read-only)")
     _writable_ancestor(target, lead)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """``with atomic_write(path) as f:`` write ``f``; it becomes ``path`` only if the block
+    completes.
+
+    The file is written under a temporary name in the same folder (created if missing) and
+    renamed over ``path``; an error (a full disk, an exception in the block) removes it and
+    leaves an existing ``path`` as it was. The file gets the permissions a new file would.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.partial-", dir=target.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        os.replace(temp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temp)
