@@ -468,3 +468,43 @@ def test_torchrun_error_on_one_rank_is_reported_once_and_ends_the_job(ws, layout
     assert "Traceback" not in _worker_output(proc.stderr), proc.stderr[-3000:]
     codes = re.findall(r"exitcode\s*: (-?\d+)", proc.stderr)
     assert "2" in codes and set(codes) <= {"2", "-15"}, proc.stderr[-3000:]
+
+
+# --- cases that need a trained checkpoint (slow: training and loading take a while) ----------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(ws) -> Path:
+    save = ws.root / "ckpt"
+    proc = run_cli(P(*TINY, *ws.data(), "--train-iters", 1, "--save", save))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return save
+
+
+@pytest.mark.slow
+def test_generate_prompt_too_long_keeps_the_previous_output(ws, checkpoint):
+    out = ws.out("previous.jsonl")
+    out.write_text('{"text": "an earlier sample"}\n')
+    proc = run_cli(["tools/generate.py", "--load", str(checkpoint), "--prompt", "x = 1\n" * 60,
+                    "--gen-length", "16", "--block-length", "16", "--steps", "4",
+                    "--output", str(out)])  # fmt: skip
+    assert_one_clear_error(proc, 2, r"prompt 0 has \d+ tokens.*maximum sequence length 64")
+    assert out.read_text() == '{"text": "an earlier sample"}\n'
+    assert not [p for p in out.parent.iterdir() if ".partial" in p.name]
+
+
+@pytest.mark.slow
+def test_convert_to_hf_on_a_full_disk_leaves_nothing(ws, checkpoint):
+    out = ws.out("hf_full")
+    proc = run_cli(["tools/convert_to_hf.py", "--load", str(checkpoint), "--output", str(out)],
+                   file_size_limit=64 << 10)  # fmt: skip
+    assert_one_clear_error(proc, 2, r"--output .*hf_full: cannot write the export: .*nothing")
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".hf_full")]
+
+
+@pytest.mark.slow
+def test_evaluate_unknown_task(ws, checkpoint):
+    proc = run_cli(["tools/evaluate.py", "--load", str(checkpoint), "--tasks", "no_such_task",
+                    "--limit", "1"])  # fmt: skip
+    assert_one_clear_error(proc, 2, r"Tasks not found: no_such_task")
