@@ -30,7 +30,8 @@ from megatron_dlm.training.batching import BatchLayout, resolve_batch_layout
 
 @dataclass(frozen=True)
 class CheckedRun:
-    """What :func:`preflight` established (reused by the run, so nothing is loaded twice)."""
+    """What :func:`preflight` established; the run reuses the tokenizer (the dataset checks
+    run again inside ``build_datasets``: a few numpy reads)."""
 
     world_size: int
     layout: BatchLayout
