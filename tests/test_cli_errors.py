@@ -358,7 +358,28 @@ def assert_one_clear_error(proc: subprocess.CompletedProcess, code: int, message
     assert re.search(message, errors[0]), f"{errors[0]!r} does not match {message!r}"
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
+# The default suite runs one or two cases per tool and kind of mistake; the rest (each a few
+# seconds of imports, mostly megatron-core's) run with the slow tests. The config checks behind
+# the slow pretrain cases are also unit-tested in tests/config.
+DEFAULT_SUITE = {
+    "pretrain_adam_beta", "pretrain_seq_longer_than_positions", "dry_run_mfu_zero",
+    "pretrain_batch_not_divisible", "pretrain_data_missing", "pretrain_save_below_a_file",
+    "preprocess_output_below_a_file", "preprocess_disk_full", "preprocess_not_utf8",
+    "tokenizer_hf_output_not_empty", "tokenizer_hf_output_is_a_file",
+    "tokenizer_output_below_a_file", "tokenizer_not_utf8", "generate_output_below_a_file",
+    "plot_output_without_extension", "plot_metrics_line_not_an_object",
+    "plot_disk_full_keeps_the_old_plot", "dataset_info_meta_corrupt", "evaluate_load_missing",
+    "evaluate_convert_without_load", "convert_shard_size_garbage", "import_negative_iteration",
+    "import_into_a_training_run", "import_truncated_safetensors",
+}  # fmt: skip
+
+
+def _param(case: Case):
+    slow = () if case.id in DEFAULT_SUITE else (pytest.mark.slow,)
+    return pytest.param(case, id=case.id, marks=(*case.marks, *slow))
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_mistake_is_one_clear_error_and_loses_nothing(ws, case):
     if case.id == "plot_disk_full_keeps_the_old_plot":
         ws.afile.with_name("old.png").write_bytes(b"\x89PNG an earlier plot")
