@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import sys
 
-from megatron_dlm.config import ConfigError
 from megatron_dlm.config.cli import parse_config
 from megatron_dlm.runtime.logging_utils import setup_logging
 
+PROG = "pretrain_dlm.py"
+
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(argv, prog="pretrain_dlm.py", description=__doc__)
+    cfg = parse_config(argv, prog=PROG, description=__doc__)
     setup_logging()
     try:
         if cfg.training.dry_run:
@@ -39,16 +40,23 @@ def main(argv: list[str] | None = None) -> int:
 
             print(format_report(cfg, dry_run(cfg)))
             return 0
-        from megatron_dlm.checkpoint import CheckpointError
         from megatron_dlm.training.pretrain import pretrain
-    except ConfigError as exc:
-        print(f"pretrain_dlm.py: error: {exc}", file=sys.stderr)
-        return 2
-    try:
+
         pretrain(cfg)
-    except (ConfigError, CheckpointError) as exc:  # raised before anything was written
-        print(f"pretrain_dlm.py: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        from megatron_dlm.runtime.error_report import exit_code_reported, report_error
+        from megatron_dlm.training.errors import describe, exit_code
+
+        code = exit_code(exc)
+        if code is None:
+            # Another rank stopped on an error (and said so): this rank's failure is its
+            # consequence (a collective whose peer is gone), not news.
+            code = exit_code_reported()
+            if code is None:
+                raise
+            return code
+        report_error(f"{PROG}: error: {describe(exc)}", code)
+        return code
     return 0
 
 

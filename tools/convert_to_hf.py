@@ -19,12 +19,15 @@
 
 Runs in one process (python, not torchrun): the checkpoint is resharded to TP=PP=EP=1 by
 dist_checkpointing. The folder is written under a temporary name and renamed when complete
-(and verified, with --verify). Exit status: 0 done, 1 verification failed, 2 bad input.
+(and verified, with --verify); --output and --max-shard-size are checked before the checkpoint
+loads. Exit status: 0 done, 1 verification failed, 2 bad input or an output that cannot be
+written (an existing non-empty folder, read-only, disk full; nothing is left behind).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 
@@ -62,14 +65,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="verification tolerance relative to the largest |logit| (default 1e-4)",
     )
     parser.add_argument(
-        "--max-shard-size", default="5GB", help="largest safetensors file (default 5GB)"
+        "--max-shard-size",
+        type=shard_size,
+        default="5GB",
+        help="largest safetensors file: bytes, or a number with KB/MB/GB/TB (default 5GB)",
     )
     return parser
 
 
+def shard_size(text: str) -> str | int:
+    """``--max-shard-size``: bytes (``1000000``) or a number with KB/MB/GB/TB (``5GB``), > 0.
+
+    Checked when the flags are parsed, not when the weights are written after loading.
+    """
+    value = text.strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([KMGT]B)", value, re.IGNORECASE)
+    if match is None or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 5GB, 500MB or a number of bytes, got {text!r}"
+        )
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from safetensors import SafetensorError
+
     from megatron_dlm.checkpoint import CheckpointError
+    from megatron_dlm.data.paths import check_output_dir
     from megatron_dlm.hf.convert import (
         ExportError,
         VerificationError,
@@ -80,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_dlm.runtime.logging_utils import setup_logging
 
     setup_logging()
+    try:
+        if not args.verify_only:  # before the checkpoint loads
+            check_output_dir(args.output, "--output")
+    except OSError as exc:
+        parser.error(str(exc))
     try:
         if args.verify_only:
             report = verify_existing_export(args.load, args.output, verify_rtol=args.verify_rtol)
@@ -101,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (CheckpointError, ExportError, TokenizerExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, SafetensorError) as exc:  # a full disk while writing: nothing published
+        reason = getattr(exc, "strerror", None) or str(exc)
+        print(f"error: --output {args.output}: cannot write the export: {reason}; "
+              "nothing was written", file=sys.stderr)  # fmt: skip
         return 2
     if result.verify is not None:
         print(result.verify)

@@ -24,7 +24,8 @@ Examples:
     python tools/dataset_info.py data/a_text_document data/b_text_document \\
         --train-iters 20000 --global-batch-size 256 --seq-length 2048 --json
 
-Exit status: 0, 1 for a missing or corrupt dataset or an impossible budget, 2 for bad flags.
+Exit status: 0, 1 for a missing or corrupt dataset (a corrupt .meta.json included) or an
+impossible budget, 2 for bad flags.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 import numpy as np
@@ -120,12 +122,20 @@ def describe(summary: IndexSummary) -> dict:
             "max": int(lengths.max()) if lengths.size else 0,
         },
     }
-    try:
-        meta = read_dataset_metadata(summary.prefix)
-        info["tokenizer"] = meta.tokenizer.to_dict()
-        info["eod_appended"] = meta.eod_appended
-    except DatasetMetadataError:
+    if not os.path.exists(metadata_path(summary.prefix)):
         info["tokenizer"] = None  # e.g. written by Megatron-LM's tool
+        return info
+    meta = read_dataset_metadata(summary.prefix)  # a sidecar that exists must be readable
+    for suffix, recorded in ((".bin", meta.bin_bytes), (".idx", meta.idx_bytes)):
+        actual = summary.bin_bytes if suffix == ".bin" else summary.idx_bytes
+        if actual != recorded:
+            raise DatasetMetadataError(
+                f"{metadata_path(summary.prefix)!r} describes a {recorded}-byte {suffix} file "
+                f"but {summary.prefix}{suffix} has {actual} bytes: the files are from different "
+                "runs; re-run tools/preprocess_data.py"
+            )
+    info["tokenizer"] = meta.tokenizer.to_dict()
+    info["eod_appended"] = meta.eod_appended
     return info
 
 
@@ -239,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summaries = [read_index(p) for p in args.prefix]
         plan = budget(args, summaries)
-    except (IndexedDatasetError, ValueError) as exc:
+        infos = [describe(s) for s in summaries]
+    except (IndexedDatasetError, ValueError) as exc:  # DatasetMetadataError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    infos = [describe(s) for s in summaries]
     if args.json:
         print(json.dumps({"datasets": infos, "budget": plan}, indent=2))
     else:

@@ -12,12 +12,16 @@
 
 DLM checkpoints decode by iterative denoising (see --steps, --block-length, --remasking,
 --threshold, --cfg-scale); AR checkpoints left to right. Output: one JSON line per prompt with
-the text, the token count, the forward passes and the seconds per sample.
+the text, the token count, the forward passes and the seconds per sample. --output is checked
+before the model loads and written under a temporary name, renamed when every prompt is done:
+an error (a prompt too long for the model, a full disk) leaves an existing file as it was.
+Exit status: 0 done, 1 bad prompts file, 2 bad flags or input.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -125,10 +129,18 @@ def hf_generator(args):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from megatron_dlm.data.paths import atomic_write, check_output_file
     from megatron_dlm.runtime.logging_utils import setup_logging
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.output:  # before the model loads: a bad path should not cost the load
+        try:
+            check_output_file(args.output, "--output")
+        except OSError as exc:
+            parser.error(str(exc))
     setup_logging()
     prompts = _read_prompts(args)
     try:
@@ -139,37 +151,64 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, (ConfigError, FileNotFoundError, ValueError, RuntimeError)):
             parser.error(str(exc))
         raise
-    out = open(args.output, "w") if (args.output and is_main) else sys.stdout  # noqa: SIM115
     try:
-        for start in range(0, len(prompts), args.batch_size):
-            batch = prompts[start : start + args.batch_size]
-            ids = [tokenizer.tokenize(p) for p in batch]
-            began = time.perf_counter()
-            result = generate(ids)
-            seconds = (time.perf_counter() - began) / len(batch)
-            if not is_main:
-                continue
-            for prompt, seq, passes, steps in zip(
-                batch, result.sequences, result.forward_passes, result.steps
-            ):
-                record = {
-                    "prompt": prompt,
-                    "text": tokenizer.detokenize(seq),
-                    "num_tokens": len(seq),
-                    "forward_passes": passes,
-                    "steps": steps,
-                    "seconds": round(seconds, 4),
-                }
-                out.write(json.dumps(record) + "\n")
-                out.flush()
+        with contextlib.ExitStack() as stack:
+            out = sys.stdout
+            if args.output and is_main:
+                # Written under a temporary name and renamed at the end: an error leaves an
+                # existing --output as it was.
+                out = stack.enter_context(atomic_write(args.output))
+            _generate_all(args, prompts, generate, tokenizer, is_main, out)
+    except (GenerationInputError, OSError) as exc:
+        from megatron_dlm.runtime.error_report import report_error
+
+        detail = f"--output {args.output}: {exc.strerror}" if _is_os_error(exc) else str(exc)
+        report_error(f"generate.py: error: {detail}", 2)
+        return 2
     finally:
-        if out is not sys.stdout:
-            out.close()
         if args.load:
             from megatron_dlm.runtime.distributed import destroy_distributed
 
             destroy_distributed()
     return 0
+
+
+def _generate_all(args, prompts, generate, tokenizer, is_main: bool, out) -> None:
+    """Generate for every prompt in batches; the main rank writes one JSON line each."""
+    for start in range(0, len(prompts), args.batch_size):
+        batch = prompts[start : start + args.batch_size]
+        ids = [tokenizer.tokenize(p) for p in batch]
+        began = time.perf_counter()
+        try:
+            result = generate(ids)
+        except ValueError as exc:  # a prompt too long for the model, ...
+            raise GenerationInputError(
+                f"{exc} (in the batch of prompts {start + 1}-{start + len(batch)})"
+            ) from exc
+        seconds = (time.perf_counter() - began) / len(batch)
+        if not is_main:
+            continue
+        for prompt, seq, passes, steps in zip(
+            batch, result.sequences, result.forward_passes, result.steps
+        ):
+            record = {
+                "prompt": prompt,
+                "text": tokenizer.detokenize(seq),
+                "num_tokens": len(seq),
+                "forward_passes": passes,
+                "steps": steps,
+                "seconds": round(seconds, 4),
+            }
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+
+
+class GenerationInputError(ValueError):
+    """A prompt the model cannot take (too long for its maximum sequence length)."""
+
+
+def _is_os_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.strerror is not None
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@
 Each RUN is a run directory holding ``metrics.jsonl`` (written by pretrain_dlm.py; the run
 directory is --log-dir, else --save) or the JSONL file itself. One panel per metric and split
 (train/valid), curves against consumed tokens (default), epochs or iterations.
+
+--output must end in an image extension matplotlib writes (.png, .pdf, .svg, ...); the file is
+written under a temporary name and renamed, so a failure leaves no partial image. Exit status:
+0 written, 2 for bad input (a missing or corrupt metrics.jsonl, an output that cannot be
+written), with one message on stderr.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from megatron_dlm.data.paths import atomic_write, check_output_file
+
 X_KEYS = {"tokens": "consumed_tokens", "epoch": "epoch", "iteration": "iteration"}
 
 
@@ -23,24 +30,36 @@ def read_metrics(path: Path) -> list[dict]:
     file = path / "metrics.jsonl" if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no metrics.jsonl (is it a pretrain_dlm.py run dir?)")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{file}: cannot read it ({exc})") from exc
     records = []
-    for number, line in enumerate(file.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{file}:{number}: not JSON ({exc})") from exc
+        if not isinstance(record, dict):
+            raise ValueError(
+                f'{file}:{number}: not a JSON object (a metrics record is {{"split": ...}})'
+            )
+        records.append(record)
     return records
 
 
 def run_label(path: Path, records: list[dict]) -> str:
     config = (path / "config.json") if path.is_dir() else path.parent / "config.json"
     name = path.name if path.is_dir() else path.parent.name
-    if config.is_file():
-        objective = json.loads(config.read_text()).get("objective", {}).get("objective")
-        if objective and objective not in name:
-            return f"{name} ({objective})"
+    try:
+        saved = json.loads(config.read_text()) if config.is_file() else {}
+        objective = saved.get("objective", {}).get("objective")
+    except (OSError, ValueError, AttributeError):  # an unreadable config only loses the label
+        objective = None
+    if objective and objective not in name:
+        return f"{name} ({objective})"
     return name
 
 
@@ -79,10 +98,32 @@ def plot(runs: list[Path], output: Path, x: str = "tokens", metrics: list[str] |
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
+    # Under a temporary name, then renamed: a full disk leaves no half-written image, and
+    # the format is the one the name says.
+    try:
+        with atomic_write(output, "wb") as f:
+            fig.savefig(f, dpi=120, format=image_format(output))
+    finally:
+        plt.close(fig)
     return output
+
+
+def image_format(output: Path) -> str:
+    """The image format ``output``'s extension names (``png``, ``pdf``, ``svg``, ...).
+
+    Raises:
+        ValueError: no extension, or one matplotlib cannot write.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = output.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise ValueError(
+            f"--output {output}: give a file name with an image extension "
+            f"({', '.join('.' + f for f in sorted(formats))})"
+        )
+    return suffix
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,9 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        image_format(args.output)  # before reading anything
+        check_output_file(args.output, "--output")
         out = plot(args.runs, args.output, args.x, args.metrics)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
+    except OSError as exc:  # read-only, below a file, disk full: nothing is written
+        if exc.errno is None:  # from check_output_file: names the flag already
+            parser.error(str(exc))
+        parser.error(f"--output {args.output}: cannot write it: {exc.strerror}")
     print(f"wrote {out}")
     return 0
 

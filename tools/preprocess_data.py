@@ -10,8 +10,10 @@ trees (one file is one document). Writes, per JSON key (``text`` for source tree
 
 Pass ``{output-prefix}_{key}_document`` to training's --data-path. Every document ends with
 <|eod|> (--no-append-eod to leave it out). Empty, binary (NUL byte), non-UTF-8 and unreadable
-files are skipped and counted. Outputs appear only when complete: a failure or Ctrl-C leaves
-no partial file and an existing dataset untouched. The output is the same for any --workers.
+files are skipped and counted. Outputs appear only when complete: a failure, a full disk or
+Ctrl-C leaves no partial file and an existing dataset untouched; partial files that a killed
+run (SIGKILL) left for the same prefix are removed by the next run, which says so (never those
+of a run still writing). The output is the same for any --workers.
 
 Examples:
 
@@ -31,8 +33,8 @@ Examples:
         --tokenizer-type HuggingFaceTokenizer --tokenizer-model tok/tokenizer.json \\
         --output-prefix data/shards --workers 16
 
-Exit status: 0 on success, 1 for bad input or tokenizer (message on stderr), 2 for bad flags,
-130 when interrupted.
+Exit status: 0 on success, 1 for bad input or tokenizer, or an output that cannot be written
+(read-only, below a file, disk full; message on stderr), 2 for bad flags, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -142,6 +144,17 @@ def main(argv: list[str] | None = None) -> int:
             summary = preprocess_files(corpus_files(args), options)
     except (PreprocessError, TokenizerError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the output: read-only, below a file, disk full (nothing is left)
+        if exc.errno is None:  # our own message, naming the flag
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(
+                f"error: --output-prefix {args.output_prefix}: cannot write{where}: "
+                f"{exc.strerror}; no output written",
+                file=sys.stderr,
+            )
         return 1
     except KeyboardInterrupt:
         print("interrupted: no output written", file=sys.stderr)

@@ -28,7 +28,12 @@ Examples:
 Memory: sentencepiece holds the training text and needs ~40x its size while training BPE;
 --max-train-bytes caps the text (default 256 MB).
 
-Exit status: 0 on success, 1 for bad input or a failed check, 2 for bad flags.
+--hf-output never replaces a non-empty folder or a file (pass --overwrite to replace the two
+tokenizer files of an existing folder; nothing else in it is touched), and both outputs are
+checked for writability before any text is read.
+
+Exit status: 0 on success, 1 for bad input, a failed check or an output that cannot be written
+(disk full), 2 for bad flags (including an output that cannot be created).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from _corpus_args import add_corpus_arguments, check_corpus_arguments, corpus_fi
 
 from megatron_dlm.data.corpus import iter_jsonl_texts, split_fraction
 from megatron_dlm.data.encoder import TextEncoder
+from megatron_dlm.data.hf_tokenizer import check_hf_output
+from megatron_dlm.data.paths import check_output_dir, check_output_file
 from megatron_dlm.data.tokenizer import TokenizerError
 from megatron_dlm.data.tokenizer_training import (
     SentencePieceOptions,
@@ -61,6 +68,7 @@ EDGE_CASES = [
     "\tif x:\r\n\t\treturn '\u00e9\u00e8 \u4e2d\u6587 \U0001f600'\n\n",
     "literal specials: <|mask|> <|eod|> <|pad|> <unk> <s> </s>\n",
     "bytes: \x00\x01\x0c \u2028 \ufeff\n",
+    "sentencepiece's space marker: '\u2581\u2583\u2585' a\u2581b \u2581\u2581 \u2581",
 ]
 
 
@@ -107,7 +115,13 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--hf-output",
         metavar="DIR",
         help="also write a Hugging Face tokenizer (tokenizer.json, tokenizer_config.json) "
-        "and check it against the sentencepiece model",
+        "and check it against the sentencepiece model; DIR must be new or empty",
+    )
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --hf-output name a non-empty folder: its tokenizer.json and "
+        "tokenizer_config.json are replaced, nothing else in it is touched",
     )
     group.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="training threads")
     args = parser.parse_args(argv)
@@ -116,6 +130,14 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--held-out-fraction must lie in [0, 1), got {args.held_out_fraction}")
     if args.max_train_bytes <= 0:
         parser.error("--max-train-bytes must be > 0")
+    # Outputs are checked before reading and training, which may take a long time.
+    try:
+        check_output_file(f"{args.output_prefix}.model", "--output-prefix")
+        if args.hf_output:
+            check_hf_output(args.hf_output, args.overwrite)
+            check_output_dir(args.hf_output, "--hf-output")
+    except OSError as exc:
+        parser.error(str(exc))
     return args
 
 
@@ -140,6 +162,13 @@ def documents(args: argparse.Namespace, skipped: Counter) -> Iterator[tuple[str,
             yield f.relpath, data.decode("utf-8")
         except UnicodeDecodeError:
             skipped["undecodable"] += 1
+
+
+def describe(exc: OSError) -> str:
+    """``reason`` or ``path: reason`` of an OS error, without the errno."""
+    if exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return exc.strerror or str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TokenizerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # disk full, the folder became read-only
+        print(f"error: cannot write {args.output_prefix}.model: {describe(exc)}", file=sys.stderr)
+        return 1
     train_s = time.perf_counter() - start - read_s
     lines = [
         f"wrote {model} (+ .vocab): {options.model_type}, vocab {encoder.vocab_size}, "
@@ -200,7 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.hf_output:
         from megatron_dlm.data.hf_tokenizer import compare_with_sentencepiece, export_hf_tokenizer
 
-        out = export_hf_tokenizer(model, args.hf_output, options.model_type)
+        try:
+            out = export_hf_tokenizer(
+                model, args.hf_output, options.model_type, overwrite=args.overwrite
+            )
+        except OSError as exc:
+            print("\n".join(lines), file=sys.stderr)
+            print(f"error: --hf-output {args.hf_output}: {describe(exc)}", file=sys.stderr)
+            return 1
         checks = held_out or train[:64]
         problems = compare_with_sentencepiece(model, out, itertools.chain(checks, EDGE_CASES))
         if problems:

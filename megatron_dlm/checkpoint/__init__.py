@@ -11,7 +11,7 @@ loads at any TP/PP/EP layout, plus a common state: the training config, a
 """
 
 from megatron_dlm.checkpoint.compat import ARCHITECTURE_FIELDS, check_compatible
-from megatron_dlm.checkpoint.errors import CheckpointError
+from megatron_dlm.checkpoint.errors import CheckpointError, CheckpointWriteError
 from megatron_dlm.checkpoint.info import (
     CHECKPOINT_VERSION,
     CheckpointInfo,
@@ -39,6 +39,7 @@ __all__ = [
     "CheckpointSaver",
     "TRACKER_FILE",
     "CheckpointError",
+    "CheckpointWriteError",
     "CheckpointInfo",
     "TokenizerRecord",
     "TrainState",

@@ -32,7 +32,7 @@ from megatron.core.dist_checkpointing.strategies.fully_parallel import (
     FullyParallelSaveStrategyWrapper,
 )
 
-from megatron_dlm.checkpoint.errors import CheckpointError
+from megatron_dlm.checkpoint.errors import CheckpointError, CheckpointWriteError
 from megatron_dlm.checkpoint.info import CHECKPOINT_VERSION
 from megatron_dlm.checkpoint.manifest import write_manifest
 from megatron_dlm.checkpoint.optimizer_state import parallel_layout
@@ -257,7 +257,7 @@ class CheckpointSaver:
                 raise
             if _rank() == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
-            raise CheckpointError(
+            raise CheckpointWriteError(
                 f"--save {self.root}: writing {final.name} failed ({_reason(exc)}); removed "
                 f"{tmp.name}, the tracker still names iteration {read_tracker(self.root)}"
             ) from exc

@@ -190,3 +190,14 @@ def require(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(message)
+
+
+def require_finite(section: Any) -> None:
+    """Raise :class:`ConfigError` naming the flag of any float field of ``section`` that is
+    NaN or infinite (``--lr nan`` would pass every ``>=`` check)."""
+    import math
+
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{flag(f.name)} must be a finite number, got {value}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from megatron_dlm.config.base import require
+from megatron_dlm.config.base import require, require_finite
 
 
 def default_transformer_impl() -> str:
@@ -115,6 +115,7 @@ class ModelConfig:
     def __post_init__(self):
         if self.transformer_impl == "auto":
             self.transformer_impl = default_transformer_impl()
+        require_finite(self)
         for name in ("num_layers", "hidden_size", "num_attention_heads", "seq_length"):
             require(getattr(self, name) > 0, f"--{name.replace('_', '-')} must be positive")
         if self.max_position_embeddings is None:
@@ -126,6 +127,18 @@ class ModelConfig:
                 self.ffn_hidden_size = 4 * self.hidden_size
         if self.num_query_groups is None:
             self.num_query_groups = self.num_attention_heads
+        for name in (
+            "num_query_groups",
+            "ffn_hidden_size",
+            "kv_channels",
+            "max_position_embeddings",
+            "make_vocab_size_divisible_by",
+        ):
+            value = getattr(self, name)
+            require(
+                value is None or value >= 1,
+                f"--{name.replace('_', '-')} must be >= 1, got {value}",
+            )
         require(
             self.num_attention_heads % self.num_query_groups == 0,
             f"--num-attention-heads ({self.num_attention_heads}) must be divisible by "
@@ -138,12 +151,17 @@ class ModelConfig:
                 f"({self.num_attention_heads}), or set --kv-channels",
             )
             self.kv_channels = self.hidden_size // self.num_attention_heads
-        if self.position_embedding_type == "learned_absolute":
-            require(
-                self.max_position_embeddings >= self.seq_length,
-                f"--max-position-embeddings ({self.max_position_embeddings}) must be at least "
-                f"--seq-length ({self.seq_length})",
-            )
+        # As Megatron-LM, for every position embedding: the model's limit (recorded in
+        # checkpoints and exports, where it caps generation) must hold a training sequence.
+        require(
+            self.max_position_embeddings >= self.seq_length,
+            f"--max-position-embeddings ({self.max_position_embeddings}) must be at least "
+            f"--seq-length ({self.seq_length})",
+        )
+        require(
+            0.0 < self.rotary_percent <= 1.0,
+            f"--rotary-percent must be in (0, 1], got {self.rotary_percent}",
+        )
         for name in ("attention_dropout", "hidden_dropout"):
             value = getattr(self, name)
             require(0.0 <= value < 1.0, f"--{name.replace('_', '-')} must be in [0, 1)")

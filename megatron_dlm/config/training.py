@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from megatron_dlm.config.base import require
+from megatron_dlm.config.base import require, require_finite
 
 
 @dataclass
@@ -48,6 +48,7 @@ class TrainingConfig:
     """Model FLOPs utilisation --dry-run assumes for the projected time."""
 
     def __post_init__(self):
+        require_finite(self)
         require(self.micro_batch_size >= 1, "--micro-batch-size must be >= 1")
         require(
             self.global_batch_size is None or self.global_batch_size >= 1,
@@ -57,7 +58,10 @@ class TrainingConfig:
             not (self.train_iters is not None and self.train_tokens is not None),
             "give either --train-iters or --train-tokens, not both",
         )
-        require(self.train_iters is None or self.train_iters >= 0, "--train-iters must be >= 0")
+        require(
+            self.train_iters is None or self.train_iters >= 1,
+            f"--train-iters must be >= 1 (the compute budget in steps), got {self.train_iters}",
+        )
         require(self.train_tokens is None or self.train_tokens > 0, "--train-tokens must be > 0")
         require(self.eval_iters >= 0, "--eval-iters must be >= 0")
         require(
@@ -67,6 +71,21 @@ class TrainingConfig:
         require(
             self.exit_duration_in_mins is None or self.exit_duration_in_mins > 0,
             "--exit-duration-in-mins must be > 0",
+        )
+        require(
+            self.exit_interval is None or self.exit_interval >= 1, "--exit-interval must be >= 1"
+        )
+        require(
+            self.dry_run_world_size is None or self.dry_run_world_size >= 1,
+            f"--dry-run-world-size must be >= 1, got {self.dry_run_world_size}",
+        )
+        require(
+            self.dry_run_vocab_size >= 1,
+            f"--dry-run-vocab-size must be >= 1, got {self.dry_run_vocab_size}",
+        )
+        require(
+            0.0 < self.dry_run_mfu <= 1.0,
+            f"--dry-run-mfu must be in (0, 1] (a fraction of the peak), got {self.dry_run_mfu}",
         )
 
 
@@ -142,10 +161,19 @@ class OptimizerConfig:
     """Overflows tolerated before the dynamic loss scale shrinks."""
 
     def __post_init__(self):
+        require_finite(self)
         require(self.lr >= 0, "--lr must be >= 0")
         require(0 <= self.min_lr <= self.lr, "--min-lr must be in [0, --lr]")
         require(self.lr_warmup_init <= self.lr, "--lr-warmup-init must be <= --lr")
         require(self.clip_grad >= 0, "--clip-grad must be >= 0")
+        for name in ("adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            require(
+                0.0 <= value < 1.0, f"--{name.replace('_', '-')} must be in [0, 1), got {value}"
+            )
+        require(self.adam_eps >= 0, f"--adam-eps must be >= 0, got {self.adam_eps}")
+        require(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        require(self.sgd_momentum >= 0, f"--sgd-momentum must be >= 0, got {self.sgd_momentum}")
         require(self.lr_warmup_iters >= 0, "--lr-warmup-iters must be >= 0")
         if self.lr_warmup_fraction is not None:
             require(0 <= self.lr_warmup_fraction < 1, "--lr-warmup-fraction must be in [0, 1)")

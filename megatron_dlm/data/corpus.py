@@ -225,17 +225,31 @@ def iter_jsonl_texts(paths: Sequence[str | os.PathLike], key: str) -> Iterable[s
     skipped).
 
     Raises:
-        ValueError: a line is not JSON (the message names the file and line).
+        ValueError: a line is not JSON or not UTF-8 (the message names the file and line).
     """
     for path in paths:
-        with open_text(path) as f:
-            for lineno, line in enumerate(f, start=1):
+        name = os.fspath(path)
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rb") as f:
+            lineno = 0
+            while True:
+                try:
+                    raw = f.readline()
+                except (EOFError, OSError) as exc:  # a truncated or corrupt .gz
+                    raise ValueError(f"{name}:{lineno + 1}: cannot read: {exc}") from exc
+                if not raw:
+                    break
+                lineno += 1
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"{name}:{lineno}: not UTF-8 ({exc})") from exc
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
                 except ValueError as exc:
-                    raise ValueError(f"{os.fspath(path)}:{lineno}: not valid JSON ({exc})") from exc
+                    raise ValueError(f"{name}:{lineno}: not valid JSON ({exc})") from exc
                 text = record.get(key) if isinstance(record, dict) else None
                 if isinstance(text, str) and text:
                     yield text

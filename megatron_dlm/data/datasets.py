@@ -83,23 +83,16 @@ def build_datasets(
     """
     # Every check runs on every rank before the builder's collectives, so that a bad input
     # raises the same error everywhere instead of leaving ranks waiting in a barrier.
-    blends, split = split_blends(data)
-    summaries = {}
-    for blend in filter(None, blends.values()):
-        for prefix in blend.prefixes:
-            if prefix not in summaries:
-                summaries[prefix] = validate_dataset_against_tokenizer(
-                    prefix, tokenizer, flag=blend.flag
-                )
-    info = plan_datasets(
+    info = check_datasets(
         data,
         seq_length=seq_length,
+        tokenizer=tokenizer,
         train_samples=train_samples,
         seed=seed,
         valid_samples=valid_samples,
         test_samples=test_samples,
-        summaries=summaries,
     )
+    _, split = split_blends(data)
     built = _build_components(data, split, info, seq_length, seed, tokenizer)
     wanted = {"train": train_samples, "valid": valid_samples, "test": test_samples}
     datasets: dict[str, EpochReplayDataset | None] = dict.fromkeys(SPLIT_NAMES)
@@ -114,6 +107,45 @@ def build_datasets(
         )
     _log_info(info, data)
     return DatasetSplits(info=info, **datasets)
+
+
+def check_datasets(
+    data: DataConfig,
+    *,
+    seq_length: int,
+    tokenizer,
+    train_samples: int,
+    valid_samples: int,
+    test_samples: int,
+) -> DatasetInfo:
+    """Every check :func:`build_datasets` makes before megatron-core builds anything.
+
+    Needs no process group (numpy reads of the ``.idx``/``.bin`` files and the sidecar), so a
+    run calls it on every rank before ``init_distributed`` to fail in seconds, the same way on
+    every rank. Arguments as :func:`build_datasets`.
+
+    Returns:
+        The plan: which documents each split uses, epochs.
+
+    Raises:
+        ConfigError, DatasetError, BudgetError: as :func:`build_datasets`.
+    """
+    blends, _ = split_blends(data)
+    summaries = {}
+    for blend in filter(None, blends.values()):
+        for prefix in blend.prefixes:
+            if prefix not in summaries:
+                summaries[prefix] = validate_dataset_against_tokenizer(
+                    prefix, tokenizer, flag=blend.flag
+                )
+    return plan_datasets(
+        data,
+        seq_length=seq_length,
+        train_samples=train_samples,
+        valid_samples=valid_samples,
+        test_samples=test_samples,
+        summaries=summaries,
+    )
 
 
 def _dataset_config(

@@ -4,7 +4,8 @@ computed with sentencepiece or Hugging Face ``tokenizers`` directly.
 Preprocessing workers encode millions of documents; they need neither megatron-core (seconds to
 import) nor its wrapper layers. ``TextEncoder.encode`` returns exactly what
 ``DLMTokenizer.tokenize`` returns for the same file (tests/data check it on the standard
-library): for sentencepiece both call ``encode_as_ids``; for a tokenizers JSON both encode
+library): for sentencepiece both call ``encode_as_ids`` (a literal "▁" becomes its byte tokens,
+see :func:`~megatron_dlm.data.tokenizer.encode_keeping_marker`); for a tokenizers JSON both encode
 without added special tokens, and split special-token text exactly when the tokenizer's
 ``tokenizer_config.json`` says ``split_special_tokens``, as ``AutoTokenizer`` does.
 """
@@ -16,14 +17,18 @@ from functools import cached_property
 from pathlib import Path
 
 from megatron_dlm.data.tokenizer import (
+    SENTENCEPIECE_SPACE,
     SpecialTokenIds,
     TokenizerError,
     TokenizerFiles,
+    encode_keeping_marker,
     file_sha256,
     hf_split_special_tokens,
+    marker_byte_ids,
     resolve_special_ids,
     resolve_tokenizer_files,
     vocab_sha256,
+    warn_if_spaces_as_marker,
 )
 
 
@@ -60,7 +65,15 @@ class TextEncoder:
             ) from exc
         self._sp = sp
         self.vocab_size = sp.get_piece_size()
-        self.encode = sp.encode_as_ids  # bound C++ call: no per-document Python overhead
+        encode_as_ids = sp.encode_as_ids  # bound C++ call: little per-document overhead
+        marker = marker_byte_ids(self.token_to_id)
+
+        def encode(text: str) -> list[int]:
+            if SENTENCEPIECE_SPACE in text:  # a literal "▁": keep it (as DLMTokenizer does)
+                return encode_keeping_marker(encode_as_ids, text, marker)
+            return encode_as_ids(text)
+
+        self.encode = encode
 
     def _init_tokenizers(self) -> None:
         from tokenizers import Tokenizer
@@ -71,6 +84,7 @@ class TextEncoder:
             raise TokenizerError(
                 f"{str(self.files.model_file)!r} is not a tokenizers JSON: {exc}"
             ) from exc
+        warn_if_spaces_as_marker(self.files)
         tok.encode_special_tokens = hf_split_special_tokens(self.files)
         tok.no_truncation()
         tok.no_padding()

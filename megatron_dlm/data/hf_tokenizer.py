@@ -5,13 +5,16 @@ or ``<unk>`` output, so the export is a ``tokenizers`` JSON wrapped in
 ``PreTrainedTokenizerFast``: ``tokenizer.json`` + ``tokenizer_config.json``, which
 ``AutoTokenizer.from_pretrained(folder)`` loads (no ``trust_remote_code``, no sentencepiece).
 
-The JSON reproduces the sentencepiece model exactly (checked by :func:`compare_with_sentencepiece`
-on real files): spaces become ``▁`` (identity normalisation otherwise, no dummy prefix, no
-pre-tokenizer, as our trainer sets); BPE merges are every split of a piece into two pieces, ranked
-by the merged piece's score, which is the order sentencepiece merges in; byte fallback; the
-decoder maps ``▁`` back to spaces and byte tokens back to UTF-8. Special tokens keep their ids
-and are never matched in text (``split_special_tokens``), as in sentencepiece where they are
-control symbols.
+The JSON reproduces the sentencepiece model exactly, as
+:class:`~megatron_dlm.data.encoder.TextEncoder` encodes with it (checked by
+:func:`compare_with_sentencepiece` on real files): the pieces spell sentencepiece's whitespace
+marker ``▁`` as the space it stands for, so no normaliser is needed (identity normalisation, no
+dummy prefix, no pre-tokenizer, as our trainer sets) and a literal ``▁`` in text, which is in no
+piece then, falls back to its UTF-8 byte tokens as ``encode_keeping_marker`` encodes it; BPE
+merges are every split of a piece into two pieces, ranked by the merged piece's score, which is
+the order sentencepiece merges in; byte fallback; the decoder turns byte tokens back into UTF-8.
+Special tokens keep their ids and are never matched in text (``split_special_tokens``), as in
+sentencepiece where they are control symbols.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,10 +32,11 @@ from megatron_dlm.data.tokenizer import (
     HF_TOKENIZER_FILE,
     MASK_TOKEN,
     PAD_TOKEN,
+    SENTENCEPIECE_SPACE,
     UNK_TOKEN,
 )
 
-SPACE = "\u2581"  # sentencepiece's whitespace marker "▁"
+SPACE = SENTENCEPIECE_SPACE  # "▁"
 
 
 def sentencepiece_to_tokenizers(model_file: str | os.PathLike, model_type: str = "bpe"):
@@ -42,11 +47,13 @@ def sentencepiece_to_tokenizers(model_file: str | os.PathLike, model_type: str =
         model_type: ``bpe`` or ``unigram`` (how it was trained).
     """
     import sentencepiece
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+    from tokenizers import AddedToken, Tokenizer, decoders, models
 
     sp = sentencepiece.SentencePieceProcessor(model_file=os.fspath(model_file))
     n = sp.get_piece_size()
-    pieces = [sp.id_to_piece(i) for i in range(n)]
+    # sentencepiece never keeps a space in a piece (it writes spaces as the marker), so this
+    # renaming is one to one; the fingerprint counts a space as the marker (vocab_sha256).
+    pieces = [sp.id_to_piece(i).replace(SPACE, " ") for i in range(n)]
     special = [i for i in range(n) if sp.is_control(i) or sp.is_unknown(i)]
     normal = [
         not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i))
@@ -80,30 +87,60 @@ def sentencepiece_to_tokenizers(model_file: str | os.PathLike, model_type: str =
     else:
         raise ValueError(f"model_type must be bpe or unigram, got {model_type!r}")
     tokenizer = Tokenizer(model)
-    tokenizer.normalizer = normalizers.Replace(" ", SPACE)
-    tokenizer.decoder = decoders.Sequence(
-        [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
-    )
+    tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
     tokenizer.add_special_tokens(
         [AddedToken(pieces[i], special=True, normalized=False) for i in special]
     )
     return tokenizer
 
 
+def check_hf_output(output_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse an output folder that holds anything (unless ``overwrite``) or is a file.
+
+    Raises:
+        FileExistsError: naming the folder (the caller's ``--hf-output``).
+    """
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(
+            f"--hf-output {output_dir} is a file, not a folder: choose a new folder"
+        )
+    if not overwrite and output_dir.is_dir() and any(output_dir.iterdir()):
+        raise FileExistsError(
+            f"--hf-output {output_dir} already exists and is not empty: choose a new folder, "
+            "or pass --overwrite to replace its tokenizer files (other files are left alone)"
+        )
+
+
 def export_hf_tokenizer(
-    model_file: str | os.PathLike, output_dir: str | os.PathLike, model_type: str = "bpe"
+    model_file: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model_type: str = "bpe",
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``tokenizer.json`` + ``tokenizer_config.json`` for ``AutoTokenizer``.
 
-    The folder is written under a temporary name and renamed (an existing one is replaced
-    only once the new one is complete).
+    The files are written into a temporary folder next to ``output_dir`` and then moved into
+    it one by one (each appears complete). Nothing else in ``output_dir`` is touched: with
+    ``overwrite`` only the files this function writes are replaced.
+
+    Args:
+        model_file: the sentencepiece ``.model``.
+        output_dir: a new or empty folder (or, with ``overwrite``, one to put the files in).
+        model_type: ``bpe`` or ``unigram`` (how it was trained).
+        overwrite: replace the tokenizer files of a non-empty folder.
 
     Returns:
         The output folder.
+
+    Raises:
+        FileExistsError: ``output_dir`` is a file, or a non-empty folder without ``overwrite``.
     """
     from transformers import PreTrainedTokenizerFast
 
     output_dir = Path(output_dir)
+    check_hf_output(output_dir, overwrite)
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=sentencepiece_to_tokenizers(model_file, model_type),
         unk_token=UNK_TOKEN,
@@ -114,23 +151,24 @@ def export_hf_tokenizer(
         clean_up_tokenization_spaces=False,
         model_max_length=1 << 30,
     )
-    temp = output_dir.with_name(output_dir.name + f".partial-{os.getpid()}")
-    shutil.rmtree(temp, ignore_errors=True)
-    wrapped.save_pretrained(temp)
-    config_path = temp / HF_CONFIG_FILE
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    # transformers v5 records its internal "TokenizersBackend"; the public name loads in v4 too.
-    config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    if not (temp / HF_TOKENIZER_FILE).is_file():
-        raise RuntimeError(f"transformers did not write {HF_TOKENIZER_FILE} into {temp}")
-    if output_dir.exists():
-        old = output_dir.with_name(output_dir.name + f".old-{os.getpid()}")
-        output_dir.rename(old)
-        temp.rename(output_dir)
-        shutil.rmtree(old)
-    else:
-        temp.rename(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    try:
+        wrapped.save_pretrained(temp)
+        config_path = temp / HF_CONFIG_FILE
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        # transformers v5 records its internal "TokenizersBackend"; the public name loads in
+        # v4 too.
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        if not (temp / HF_TOKENIZER_FILE).is_file():
+            raise RuntimeError(f"transformers did not write {HF_TOKENIZER_FILE} into {temp}")
+        check_hf_output(output_dir, overwrite)  # again: it may have appeared meanwhile
+        output_dir.mkdir(exist_ok=True)
+        for written in sorted(temp.iterdir()):
+            os.replace(written, output_dir / written.name)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)  # only what this call wrote
     return output_dir
 
 
@@ -139,16 +177,19 @@ def compare_with_sentencepiece(
 ) -> list[str]:
     """Encode and decode ``texts`` with both; return a description of each difference.
 
-    The Hugging Face side is loaded the way users load it, ``AutoTokenizer.from_pretrained``.
+    The sentencepiece side is what preprocessing and training use
+    (:class:`~megatron_dlm.data.encoder.TextEncoder`); the Hugging Face side is loaded the way
+    users load it, ``AutoTokenizer.from_pretrained``.
     """
-    import sentencepiece
     from transformers import AutoTokenizer
 
-    sp = sentencepiece.SentencePieceProcessor(model_file=os.fspath(model_file))
+    from megatron_dlm.data.encoder import TextEncoder
+
+    sp = TextEncoder(model_file)
     hf = AutoTokenizer.from_pretrained(os.fspath(hf_dir))
     problems = []
     for k, text in enumerate(texts):
-        expected = sp.encode_as_ids(text)
+        expected = sp.encode(text)
         got = hf.encode(text, add_special_tokens=False)
         if got != expected:
             at = next((j for j, (a, b) in enumerate(zip(got, expected)) if a != b), None)

@@ -19,8 +19,10 @@ How it runs:
   :func:`~megatron_dlm.data.indexed.indexed_dataset_module`), and while the workers already
   tokenize. Input in flight is capped (``max_inflight_bytes``) so a large corpus never piles up
   in memory.
-- Outputs are written under temporary names (``{prefix}.partial-{pid}.*``) and renamed when all
-  are complete: a failure or Ctrl-C leaves no partial file and an existing dataset untouched.
+- Outputs are written under temporary names (``{prefix}.partial-{pid}@{host}.*``) and renamed
+  when all are complete: a failure, a full disk or Ctrl-C leaves no partial file and an existing
+  dataset untouched. Partial files of a run that was killed (SIGKILL) are removed by the next
+  run for the same prefix on that host, which says so; those of a live process never are.
 - Files that are empty, binary (a NUL byte), not UTF-8 or unreadable are skipped and counted;
   so are JSON records whose key is missing, not a string, or empty. Text is kept byte for byte
   (no newline translation).
@@ -33,7 +35,9 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -53,6 +57,7 @@ from megatron_dlm.data.metadata import (
     tokenizer_fingerprint,
     write_dataset_metadata,
 )
+from megatron_dlm.data.paths import check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -278,12 +283,81 @@ def dataset_prefix(output_prefix: str, key: str) -> str:
     return f"{output_prefix}_{key}_document"
 
 
+PARTIAL_SUFFIXES = (".bin", ".idx", ".meta.json")
+
+
+def partial_name(final: str, pid: int | None = None, host: str | None = None) -> str:
+    """Temporary prefix of output ``final`` while a run writes it: ``final.partial-PID@HOST``
+    (the host keeps a run on another machine of a shared filesystem from looking dead)."""
+    pid = os.getpid() if pid is None else pid
+    host = socket.gethostname() if host is None else host
+    return f"{final}.partial-{pid}@{host}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_partials(final: str) -> tuple[list[str], list[str]]:
+    """Delete partial files of ``final`` left by runs on this host that are gone (SIGKILL,
+    power loss); keep those of live processes and of other hosts.
+
+    Returns:
+        (removed files, files kept because their writer may still run).
+    """
+    directory, name = os.path.split(os.path.abspath(final))
+    suffixes = "|".join(map(re.escape, PARTIAL_SUFFIXES))
+    pattern = re.compile(re.escape(name) + r"\.partial-(\d+)(?:@(.+?))?(?:" + suffixes + ")")
+    removed, kept = [], []
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return removed, kept
+    host = socket.gethostname()
+    for entry in entries:
+        match = pattern.fullmatch(entry)
+        if match is None:
+            continue
+        path = os.path.join(directory, entry)
+        pid, writer_host = int(match.group(1)), match.group(2)
+        local = writer_host in (None, host)  # None: the name before the host was added
+        if not local or pid == os.getpid() or _process_alive(pid):
+            kept.append(path)
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        removed.append(path)
+    return removed, kept
+
+
 class _Outputs:
     """Builders writing under temporary names; ``commit`` renames, ``discard`` deletes."""
 
     def __init__(self, output_prefix: str, keys: Sequence[str], vocab_size: int):
         self.finals = [dataset_prefix(output_prefix, key) for key in keys]
-        self.temps = [f"{p}.partial-{os.getpid()}" for p in self.finals]
+        self.temps = [partial_name(p) for p in self.finals]
+        for final in self.finals:
+            removed, kept = remove_stale_partials(final)
+            if removed:
+                logger.warning(
+                    "removed %d partial file(s) of %s left by a run that was killed: %s",
+                    len(removed),
+                    final,
+                    ", ".join(os.path.basename(p) for p in removed),
+                )
+            if kept:
+                logger.warning(
+                    "%s: partial files of another run that may still be writing it are left "
+                    "alone: %s",
+                    final,
+                    ", ".join(os.path.basename(p) for p in kept),
+                )
         self.vocab_size = vocab_size
         self.builders: list | None = None
 
@@ -323,16 +397,18 @@ class _Outputs:
 
     def commit(self) -> None:
         for temp, final in zip(self.temps, self.finals):
-            for suffix in (".bin", ".idx", ".meta.json"):
+            for suffix in PARTIAL_SUFFIXES:
                 os.replace(temp + suffix, final + suffix)
 
     def discard(self) -> None:
         if self.builders is not None:
             for builder in self.builders:
                 if not builder.data_file.closed:
-                    builder.data_file.close()
+                    # Closing flushes the buffer, which fails again on a full disk.
+                    with contextlib.suppress(OSError):
+                        builder.data_file.close()
         for temp in self.temps:
-            for suffix in (".bin", ".idx", ".meta.json"):
+            for suffix in PARTIAL_SUFFIXES:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(temp + suffix)
 
@@ -353,6 +429,7 @@ def _run(
     encoder = TextEncoder(options.tokenizer_model, options.tokenizer_type)  # fails early
     fingerprint = tokenizer_fingerprint(encoder)
     out_dir = os.path.dirname(os.path.abspath(options.output_prefix))
+    check_output_dir(out_dir, "--output-prefix", label=f"--output-prefix {options.output_prefix}")
     os.makedirs(out_dir, exist_ok=True)
     outputs = _Outputs(options.output_prefix, keys, encoder.vocab_size)
     documents, tokens = dict.fromkeys(keys, 0), dict.fromkeys(keys, 0)

@@ -45,6 +45,13 @@ PAD_TOKEN = "<|pad|>"
 UNK_TOKEN = "<unk>"
 """sentencepiece's unknown piece (id 0); byte fallback means it is never produced for text."""
 SPECIAL_TOKENS = (MASK_TOKEN, EOD_TOKEN, PAD_TOKEN)
+SENTENCEPIECE_SPACE = "\u2581"
+"""sentencepiece's whitespace marker "▁": it writes each space as this character before
+encoding and turns it back into a space when decoding, so a literal one in a document (spinner
+frames "▁▃▅▇", box drawing) would come back as a space. :func:`encode_keeping_marker` encodes
+it as its UTF-8 byte tokens instead, which decode to the character itself."""
+SPACE_MARKER_BYTE_PIECES = tuple(f"<0x{b:02X}>" for b in SENTENCEPIECE_SPACE.encode("utf-8"))
+"""The byte-fallback pieces of "▁" (``<0xE2> <0x96> <0x81>``)."""
 
 TOKENIZER_LIBRARIES = {
     "SentencePieceTokenizer": "sentencepiece",
@@ -179,10 +186,85 @@ def vocab_sha256(pieces: Sequence[str | None]) -> str:
     """Fingerprint of a vocabulary: sha256 of its pieces in id order (JSON, UTF-8).
 
     Equal for a sentencepiece model and its Hugging Face export, different for any other
-    vocabulary; recorded in dataset metadata (:mod:`megatron_dlm.data.metadata`).
+    vocabulary; recorded in dataset metadata (:mod:`megatron_dlm.data.metadata`). A space
+    inside a piece counts as "▁": the export spells sentencepiece's whitespace marker as the
+    space it stands for (:mod:`megatron_dlm.data.hf_tokenizer`), and fingerprints recorded
+    before it did stay valid.
     """
-    payload = json.dumps(list(pieces), ensure_ascii=False, separators=(",", ":"))
+    canonical = [p.replace(" ", SENTENCEPIECE_SPACE) if p else p for p in pieces]
+    payload = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def marker_byte_ids(token_to_id: Callable[[str], int | None]) -> list[int] | None:
+    """Ids of the byte pieces of "▁" in a sentencepiece vocabulary, or None if it has no byte
+    fallback (then a literal "▁" cannot be kept and decodes as a space)."""
+    ids = [token_to_id(piece) for piece in SPACE_MARKER_BYTE_PIECES]
+    return None if None in ids else ids  # type: ignore[return-value]
+
+
+def encode_keeping_marker(
+    encode: Callable[[str], list[int]], text: str, marker_ids: Sequence[int] | None
+) -> list[int]:
+    """Encode ``text`` with sentencepiece's ``encode`` so that it decodes back exactly.
+
+    Each literal "▁" becomes its byte tokens (``marker_ids``) and the text between them is
+    encoded as usual: a sentencepiece model cannot tell a literal "▁" from a space, and byte
+    tokens never merge with their neighbours, so the ids are those of the text everywhere
+    else. The same ids as the Hugging Face export, whose vocabulary spells the marker as a
+    space and so encodes a literal "▁" as bytes itself.
+
+    Args:
+        encode: the library's text -> ids.
+        text: the document.
+        marker_ids: from :func:`marker_byte_ids`; None encodes as the library does.
+    """
+    if marker_ids is None or SENTENCEPIECE_SPACE not in text:
+        return list(encode(text))
+    ids: list[int] = []
+    for k, part in enumerate(text.split(SENTENCEPIECE_SPACE)):
+        if k:
+            ids.extend(marker_ids)
+        if part:
+            ids.extend(encode(part))
+    return ids
+
+
+def hf_spaces_as_marker(tokenizer_file: str | os.PathLike) -> bool:
+    """Whether a tokenizers JSON turns spaces into "▁" in its normaliser, as this project's
+    exports did before they spelled the marker as a space: such a file decodes a literal "▁"
+    in text as a space (re-export it with tools/train_tokenizer.py --hf-output or
+    tools/convert_to_hf.py)."""
+    try:
+        normalizer = json.loads(Path(tokenizer_file).read_text(encoding="utf-8")).get("normalizer")
+    except (OSError, ValueError):
+        return False
+    stack = [normalizer]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        stack.extend(node.get("normalizers") or [])
+        pattern = node.get("pattern") or {}
+        if (
+            node.get("type") == "Replace"
+            and pattern.get("String") == " "
+            and node.get("content") == SENTENCEPIECE_SPACE
+        ):
+            return True
+    return False
+
+
+def warn_if_spaces_as_marker(files: TokenizerFiles) -> None:
+    """Log a warning for a tokenizers JSON that loses literal "▁" (:func:`hf_spaces_as_marker`)."""
+    if files.library == "huggingface" and hf_spaces_as_marker(files.model_file):
+        logger.warning(
+            "%s maps spaces to %r, so a literal %r in a document decodes as a space; "
+            "re-export it (tools/train_tokenizer.py --hf-output, tools/convert_to_hf.py)",
+            files.model_file,
+            SENTENCEPIECE_SPACE,
+            SENTENCEPIECE_SPACE,
+        )
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -230,10 +312,14 @@ class DLMTokenizer:
                 "encoded as the special id; tools/train_tokenizer.py --hf-output sets it",
                 self.files.load_path / HF_CONFIG_FILE,
             )
+        warn_if_spaces_as_marker(self.files)
         self._pieces: list[str] = list(self.megatron_tokenizer.vocab)
         self._index = {piece: i for i, piece in enumerate(self._pieces)}
         self.special_ids = resolve_special_ids(
             self._index.get, self.vocab_size, self.files.model_file
+        )
+        self._marker_ids = (
+            marker_byte_ids(self._index.get) if self.files.library == "sentencepiece" else None
         )
 
     @property
@@ -295,8 +381,9 @@ class DLMTokenizer:
         return vocab_sha256(self._pieces)
 
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text`` (no special tokens added)."""
-        return list(self.megatron_tokenizer.tokenize(text))
+        """Token ids of ``text`` (no special tokens added); they decode back to ``text``
+        (a literal "▁" as byte tokens, see :func:`encode_keeping_marker`)."""
+        return encode_keeping_marker(self.megatron_tokenizer.tokenize, text, self._marker_ids)
 
     def detokenize(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; special tokens decode to nothing."""

@@ -10,13 +10,16 @@ docs/data-tools.md):
   ``allow_whitespace_only_pieces=True``: indentation becomes a few tokens), and across
   Unicode-script boundaries (``split_by_unicode_script=False``: ``self.``, ``):``; +10% bytes
   per token);
-- byte fallback: any text round-trips exactly, rare characters become UTF-8 byte tokens;
+- byte fallback: any text round-trips exactly, rare characters become UTF-8 byte tokens (and
+  so does a literal "▁", sentencepiece's whitespace marker, when our tokenizers encode it:
+  :func:`megatron_dlm.data.tokenizer.encode_keeping_marker`);
 - the special tokens are reserved as control symbols (never produced from text):
   ``<unk>`` 0, ``<|pad|>`` 1 (sentencepiece's pad), ``<|eod|>`` 2 (its eos), ``<|mask|>`` 3; no bos.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Callable, Iterable
@@ -114,11 +117,19 @@ def train_sentencepiece(
     vocab = "".join(
         f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size())
     )
-    for suffix, payload in ((".vocab", vocab.encode("utf-8")), (".model", model.getvalue())):
-        temp = f"{prefix}{suffix}.partial-{os.getpid()}"
-        with open(temp, "wb") as f:
-            f.write(payload)
-        os.replace(temp, prefix + suffix)
+    payloads = {".vocab": vocab.encode("utf-8"), ".model": model.getvalue()}
+    temps = {suffix: f"{prefix}{suffix}.partial-{os.getpid()}" for suffix in payloads}
+    try:
+        for suffix, payload in payloads.items():  # both complete before either is replaced
+            with open(temps[suffix], "wb") as f:
+                f.write(payload)
+        for suffix, temp in temps.items():
+            os.replace(temp, prefix + suffix)
+    except BaseException:  # disk full, interrupted: leave no partial file behind
+        for temp in temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temp)
+        raise
     return Path(prefix + ".model")
 
 

@@ -142,15 +142,21 @@ def set_seed(seed: int) -> None:
     tensor_parallel.model_parallel_cuda_manual_seed(stage_seed, force_reset_rng=True)
 
 
-def destroy_distributed() -> None:
-    """Tear down megatron-core's groups and the default process group (safe to call twice)."""
+def destroy_distributed(barrier: bool = True) -> None:
+    """Tear down megatron-core's groups and the default process group (safe to call twice).
+
+    Args:
+        barrier: wait for every rank first (the normal end of a run). Pass False after an
+            error: the other ranks may be inside a collective this rank will never join.
+    """
     from megatron.core import parallel_state
 
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        with contextlib.suppress(Exception):
-            torch.distributed.barrier()
+        if barrier:
+            with contextlib.suppress(Exception):
+                torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

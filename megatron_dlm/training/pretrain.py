@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
 import torch
 
@@ -24,19 +23,11 @@ from megatron_dlm.training.flops import flops_per_sequence, parameter_counts, pe
 from megatron_dlm.training.metrics import require_tensorboard
 from megatron_dlm.training.model_setup import count_parameters, setup_model
 from megatron_dlm.training.optimizer import build_optimizer, build_scheduler
+from megatron_dlm.training.preflight import preflight, run_directory
 from megatron_dlm.training.step import rank_reads_data
 from megatron_dlm.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
-
-
-def run_directory(cfg: DLMConfig) -> Path:
-    log = cfg.logging
-    if log.log_dir:
-        return Path(log.log_dir)
-    if cfg.checkpoint.save:
-        return Path(cfg.checkpoint.save)
-    return Path("runs") / (log.wandb_exp_name or "run")
 
 
 def length_multiple(cfg: DLMConfig) -> int:
@@ -51,15 +42,16 @@ def length_multiple(cfg: DLMConfig) -> int:
 def pretrain(cfg: DLMConfig) -> TrainState:
     """Train the model ``cfg`` describes; collective (call on every rank). Returns the state."""
     from megatron_dlm.data.datasets import build_data_loader, build_datasets
-    from megatron_dlm.data.tokenizer import build_tokenizer
     from megatron_dlm.objectives import build_objective
 
     start_time = time.time()  # --exit-duration-in-mins counts from here (setup included)
     require_tensorboard(cfg.logging.tensorboard_dir)  # on every rank, before any collective
+    checked = preflight(cfg)  # files, tokenizer, data, batch sizes: before any process group
     ctx = init_distributed(cfg.parallel, seed=cfg.training.seed)
     trainer = None
+    failed = False
     try:
-        tokenizer = build_tokenizer(cfg.data)
+        tokenizer = checked.tokenizer
         vocab = Vocab.from_tokenizer(tokenizer)
         layout = resolve_batch_layout(cfg, ctx.data_parallel_size)
         model = setup_model(cfg, vocab)
@@ -128,8 +120,15 @@ def pretrain(cfg: DLMConfig) -> TrainState:
 
         run_dir = run_directory(cfg)
         if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            except OSError as exc:
+                flag = "--log-dir" if cfg.logging.log_dir else "--save"
+                flag = flag if cfg.logging.log_dir or cfg.checkpoint.save else "the run directory"
+                raise OSError(
+                    exc.errno, f"{flag} {run_dir}: cannot write {exc.filename}: {exc.strerror}"
+                ) from exc
         objective = build_objective(
             cfg.objective,
             mask_id=tokenizer.mask_id,
@@ -154,8 +153,13 @@ def pretrain(cfg: DLMConfig) -> TrainState:
             start_time=start_time,
         )
         return trainer.train()
+    except BaseException:
+        failed = True
+        raise
     finally:
         if trainer is not None:
             trainer.close()
         if torch.distributed.is_initialized():
-            destroy_distributed()
+            # After a failure other ranks may wait in a collective that this rank will never
+            # join: a barrier would pair with it (or hang), so leave without one.
+            destroy_distributed(barrier=not failed)

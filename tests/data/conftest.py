@@ -28,6 +28,8 @@ EDGE_FILES = {
     "bom.py": "\ufeffprint('bom')\n",
     "formfeed.py": "\x0c\nx = 1\n\u2028y = 2\n",
     "specials.py": "s = '<|mask|> <|eod|> <|pad|> <unk> <s>'\n",
+    # sentencepiece's whitespace marker as text (rich's spinners, sparklines).
+    "marker.py": "FRAMES = ['\u2581\u2583\u2584\u2585', ' \u2581 ']  # a\u2581b\u2581\n\u2581",
     "spaces.py": "    \n\n        \n",
     "sub/deep/module.py": "import os\n\n\nclass A:\n    pass\n",
 }

@@ -13,8 +13,10 @@ from megatron_dlm.data.tokenizer import (
     EOD_TOKEN,
     MASK_TOKEN,
     PAD_TOKEN,
+    SENTENCEPIECE_SPACE,
     TokenizerError,
     build_tokenizer,
+    hf_spaces_as_marker,
     load_tokenizer,
 )
 from megatron_dlm.models.vocab import Vocab
@@ -126,3 +128,62 @@ def test_missing_or_mistyped_tokenizer_files(tmp_path, sp_model, hf_dir):
     (tmp_path / "bad.model").write_bytes(b"not a model")
     with pytest.raises(TokenizerError, match="not a sentencepiece model"):
         TextEncoder(tmp_path / "bad.model")
+
+
+MARKER_TEXTS = [
+    SENTENCEPIECE_SPACE,
+    "spinner = ['\u2581\u2583\u2585\u2587']",
+    "a\u2581b \u2581\u2581 \u2581",
+    " \u2581 ",
+    "x\u2581\n\u2581",
+]
+
+
+def test_the_library_alone_turns_a_literal_marker_into_a_space(sp_model):
+    """Why the marker needs care: sentencepiece cannot tell it from a space."""
+    import sentencepiece
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(sp_model))
+    assert sp.decode(sp.encode_as_ids("a\u2581b")) == "a b"
+
+
+@pytest.mark.parametrize("kind", ["sp", "hf"])
+def test_literal_marker_round_trips_with_the_same_ids_everywhere(kind, request, sp_tokenizer):
+    tokenizer = request.getfixturevalue(f"{kind}_tokenizer")
+    encoder = TextEncoder(
+        tokenizer.model_path.parent if kind == "hf" else tokenizer.model_path,
+        tokenizer.tokenizer_type,
+    )
+    for text in MARKER_TEXTS:
+        ids = tokenizer.tokenize(text)
+        assert ids == encoder.encode(text) == sp_tokenizer.tokenize(text), text
+        assert tokenizer.detokenize(ids) == text
+        assert encoder.decode(ids) == text
+
+
+def test_marker_becomes_its_byte_tokens_and_the_rest_is_unchanged(sp_tokenizer):
+    marker = [sp_tokenizer.token_to_id(p) for p in ("<0xE2>", "<0x96>", "<0x81>")]
+    assert None not in marker
+    left, right = "def f(x):", " return x\n"
+    ids = sp_tokenizer.tokenize(left + SENTENCEPIECE_SPACE + right)
+    assert ids == sp_tokenizer.tokenize(left) + marker + sp_tokenizer.tokenize(right)
+    assert sp_tokenizer.tokenize(left + right) == TextEncoder(sp_tokenizer.model_path).encode(
+        left + right
+    )
+
+
+def test_an_export_that_maps_spaces_to_the_marker_is_flagged(hf_dir, tmp_path, caplog):
+    """Exports written before the marker was spelled as a space lose a literal one."""
+    assert not hf_spaces_as_marker(hf_dir / "tokenizer.json")
+    tok = json.loads((hf_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    tok["normalizer"] = {
+        "type": "Replace", "pattern": {"String": " "}, "content": SENTENCEPIECE_SPACE,
+    }  # fmt: skip
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "tokenizer.json").write_text(json.dumps(tok), encoding="utf-8")
+    shutil.copy(hf_dir / "tokenizer_config.json", old)
+    assert hf_spaces_as_marker(old / "tokenizer.json")
+    with caplog.at_level("WARNING"):
+        TextEncoder(old, "HuggingFaceTokenizer")
+    assert "decodes as a space; re-export it" in caplog.text

@@ -92,6 +92,7 @@ def test_sentencepiece_model_exports_exactly(tmp_path, model_type):
     import sentencepiece
     from transformers import AutoTokenizer
 
+    from megatron_dlm.data.encoder import TextEncoder
     from megatron_dlm.data.tokenizer import DLMTokenizer
     from megatron_dlm.data.tokenizer_training import SentencePieceOptions, train_sentencepiece
 
@@ -109,6 +110,11 @@ def test_sentencepiece_model_exports_exactly(tmp_path, model_type):
     expected = sentencepiece.SentencePieceProcessor(model_file=str(model)).encode(text)
     assert tok(text, add_special_tokens=False).input_ids == expected
     assert tok.decode(expected) == text
+    # sentencepiece's whitespace marker as text: the ids training uses, and back to the text.
+    marked = "bar = '\u2581\u2583\u2585'  # a\u2581b\n"
+    expected = TextEncoder(model).encode(marked)
+    assert tok(marked, add_special_tokens=False).input_ids == expected == dlm.tokenize(marked)
+    assert tok.decode(expected) == marked
     assert (tok.mask_token_id, tok.eos_token_id, tok.pad_token_id) == (
         dlm.mask_id, dlm.eod, dlm.pad,
     )  # fmt: skip

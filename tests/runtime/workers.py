@@ -99,3 +99,19 @@ def _rng_tracker_forks() -> bool:
         inside = torch.rand(3)
     after = torch.rand(3)  # the default stream continues as if the fork never happened
     return bool(not torch.equal(outside, inside) and torch.equal(after, outside))
+
+
+def report_the_same_error() -> tuple[bool, int | None, int | None]:
+    """Every rank reports an error: (printed here, code known before, code known after)."""
+    import torch
+
+    from megatron_dlm.config import ParallelConfig
+    from megatron_dlm.runtime.distributed import init_distributed
+    from megatron_dlm.runtime.error_report import exit_code_reported, report_error
+
+    init_distributed(ParallelConfig(), seed=7)
+    before = exit_code_reported()
+    torch.distributed.barrier()  # nobody has reported yet
+    printed = report_error("tool: error: the same bad input on every rank", 2)
+    torch.distributed.barrier()
+    return printed, before, exit_code_reported()

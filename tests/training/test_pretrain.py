@@ -193,14 +193,31 @@ def test_incompatible_checkpoint_and_tokenizer_are_clear_errors(tiny_data, tmp_p
     (records,) = run_distributed(pretrain_worker, 1, args=(adapted, str(tmp_path / "adapted")))
     assert [r["iteration"] for r in _train(records)] == [1]
     other = _other_tokenizer(tmp_path)
-    swapped = [*_argv(tiny_data, tmp_path, "--train-iters", "3"), "--tokenizer-model", str(other)]
-    with pytest.raises(DistributedTestError, match="CheckpointError: .*iter_0000001: the "
-                       "checkpoint was trained with another tokenizer: vocab_sha256"):  # fmt: skip
-        run_distributed(pretrain_worker, 1, args=(swapped, str(tmp_path)))
+    # Data written by another tokenizer is refused before anything is built (or loaded).
     fresh = [*_argv(tiny_data, tmp_path / "fresh", "--train-iters", "3"),
              "--tokenizer-model", str(other)]  # fmt: skip
     with pytest.raises(DistributedTestError, match=r"DatasetError: --train-data-path .*vocab"):
         run_distributed(pretrain_worker, 1, args=(fresh, str(tmp_path / "fresh")))
+    # Data that fits the other tokenizer, but a checkpoint trained with the first one.
+    train, valid = _datasets_of(other, tmp_path / "other_data")
+    swapped = [*_argv(tiny_data, tmp_path, "--train-iters", "3"), "--tokenizer-model", str(other),
+               "--train-data-path", train, "--valid-data-path", valid]  # fmt: skip
+    with pytest.raises(DistributedTestError, match="CheckpointError: .*the checkpoint was trained "
+                       "with another tokenizer: vocab_sha256"):  # fmt: skip
+        run_distributed(pretrain_worker, 1, args=(swapped, str(tmp_path)))
+
+
+def _datasets_of(tokenizer: Path, root: Path) -> tuple[str, str]:
+    """A train and a valid dataset (small standard-library packages) written by ``tokenizer``."""
+    from megatron_dlm.data.corpus import find_source_files, stdlib_dir
+    from megatron_dlm.data.preprocess import PreprocessOptions, preprocess_files
+
+    prefixes = []
+    for name, package in (("train", "json"), ("valid", "tomllib")):
+        options = PreprocessOptions(str(root / name), str(tokenizer), progress_bar=False)
+        preprocess_files(find_source_files(stdlib_dir() / package), options)
+        prefixes.append(str(root / f"{name}_text_document"))
+    return prefixes[0], prefixes[1]
 
 
 def _other_tokenizer(tmp_path: Path) -> Path:

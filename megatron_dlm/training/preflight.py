@@ -1,0 +1,92 @@
+"""Checks of a run's inputs that need no process group, made on every rank before it starts.
+
+A wrong flag or file should fail in seconds with one message, not after the process group,
+the model and the optimizer exist, and the same way on every rank, so that no rank waits in a
+collective for one that has stopped. :func:`preflight` checks, cheapest first:
+
+1. the layout against the world size (``WORLD_SIZE``, as torchrun sets it) and the batch sizes
+   (``--global-batch-size`` divisible by ``--micro-batch-size`` x data-parallel size), and the
+   compute budget;
+2. the output folders (``--save``, the run directory): not a file, not below a file, writable;
+   ``--load`` exists when it is not ``--save``;
+3. the tokenizer loads and has the special tokens;
+4. the datasets exist, are intact, fit the tokenizer and hold the budget (what
+   :func:`megatron_dlm.data.datasets.check_datasets` checks).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from megatron_dlm.config import DLMConfig
+from megatron_dlm.data.datasets import check_datasets
+from megatron_dlm.data.paths import check_output_dir
+from megatron_dlm.data.plan import DatasetInfo
+from megatron_dlm.data.tokenizer import DLMTokenizer, build_tokenizer
+from megatron_dlm.training.batching import BatchLayout, resolve_batch_layout
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """What :func:`preflight` established; the run reuses the tokenizer (the dataset checks
+    run again inside ``build_datasets``: a few numpy reads)."""
+
+    world_size: int
+    layout: BatchLayout
+    tokenizer: DLMTokenizer
+    datasets: DatasetInfo
+
+
+def run_directory(cfg: DLMConfig) -> Path:
+    """Where a run writes ``config.json`` and ``metrics.jsonl``: --log-dir, else --save, else
+    ``runs/<--wandb-exp-name or 'run'>``."""
+    log = cfg.logging
+    if log.log_dir:
+        return Path(log.log_dir)
+    if cfg.checkpoint.save:
+        return Path(cfg.checkpoint.save)
+    return Path("runs") / (log.wandb_exp_name or "run")
+
+
+def world_size_from_env() -> int:
+    """The world size torchrun (or a scheduler) announces; 1 outside a launcher."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def preflight(cfg: DLMConfig, world_size: int | None = None) -> CheckedRun:
+    """Check everything about ``cfg`` that needs no process group; call on every rank.
+
+    Args:
+        cfg: the run.
+        world_size: ranks of the job (default: ``WORLD_SIZE``, else 1).
+
+    Raises:
+        ConfigError: the layout, batch sizes or budget do not fit (naming the flags).
+        NotADirectoryError, PermissionError, FileNotFoundError: an output folder that cannot
+            be written, or a missing ``--load``.
+        TokenizerError: the tokenizer is missing or unusable.
+        DatasetError, BudgetError: the data is missing, corrupt, from another tokenizer, or
+            too small for the budget.
+    """
+    world_size = world_size_from_env() if world_size is None else world_size
+    layout = resolve_batch_layout(cfg, cfg.parallel.data_parallel_size(world_size))
+    ckpt = cfg.checkpoint
+    if ckpt.save:
+        check_output_dir(ckpt.save, "--save")
+    run_dir = run_directory(cfg)
+    if not ckpt.save or run_dir != Path(ckpt.save):
+        check_output_dir(run_dir, "--log-dir" if cfg.logging.log_dir else "the run directory")
+    if ckpt.load and ckpt.load != ckpt.save and not Path(ckpt.load).exists():
+        raise FileNotFoundError(f"--load {ckpt.load}: no checkpoint there (no such directory)")
+    tokenizer = build_tokenizer(cfg.data)
+    datasets = check_datasets(
+        cfg.data,
+        seq_length=cfg.model.seq_length,
+        tokenizer=tokenizer,
+        train_samples=layout.train_iters * layout.global_batch_size,
+        valid_samples=cfg.training.eval_iters * layout.global_batch_size,
+        test_samples=0,
+    )
+    return CheckedRun(world_size, layout, tokenizer, datasets)
