@@ -7,6 +7,7 @@ and gloo on CPUs. On a machine without CUDA the CPU shim is applied first.
 from __future__ import annotations
 
 import contextlib
+import gc
 import datetime
 import logging
 import os
@@ -158,6 +159,10 @@ def destroy_distributed(barrier: bool = True) -> None:
             with contextlib.suppress(Exception):
                 torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+    # The groups' C++ objects (and gloo's I/O threads, which spin once their peers are gone)
+    # live until the last Python reference, often in a cycle through the model or optimizer:
+    # collect now, so a process that builds several runs (tests, tools) does not accumulate them.
+    gc.collect()
 
 
 @contextlib.contextmanager
