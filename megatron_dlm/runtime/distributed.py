@@ -7,8 +7,8 @@ and gloo on CPUs. On a machine without CUDA the CPU shim is applied first.
 from __future__ import annotations
 
 import contextlib
-import gc
 import datetime
+import gc
 import logging
 import os
 import random
