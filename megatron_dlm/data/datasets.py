@@ -117,6 +117,7 @@ def check_datasets(
     train_samples: int,
     valid_samples: int,
     test_samples: int,
+    seed: int,
 ) -> DatasetInfo:
     """Every check :func:`build_datasets` makes before megatron-core builds anything.
 
@@ -145,6 +146,7 @@ def check_datasets(
         valid_samples=valid_samples,
         test_samples=test_samples,
         summaries=summaries,
+        seed=seed,
     )
 
 

@@ -88,5 +88,6 @@ def preflight(cfg: DLMConfig, world_size: int | None = None) -> CheckedRun:
         train_samples=layout.train_iters * layout.global_batch_size,
         valid_samples=cfg.training.eval_iters * layout.global_batch_size,
         test_samples=0,
+        seed=cfg.training.seed,
     )
     return CheckedRun(world_size, layout, tokenizer, datasets)
