@@ -117,6 +117,9 @@ TRAINING_ARGS=(
     --use-distributed-optimizer
     --overlap-grad-reduce
     --overlap-param-gather
+    # Pinned (megatron-core's default, max(40M, 1M x DP), moves with DP): the distributed
+    # optimizer's checkpoints then resume at any DP size (docs/checkpoints.md).
+    --ddp-bucket-size 128000000
     --distributed-timeout-minutes 60
     # MegaDLMs also passes --num-distributed-optimizer-instances $NNODES and --rerun-mode
     # validate_results: not flags of pretrain_dlm.py yet.
