@@ -20,6 +20,7 @@ from megatron_dlm.data.tokenizer import (
     TokenizerError,
     TokenizerFiles,
     file_sha256,
+    hf_special_tokens,
     hf_split_special_tokens,
     resolve_special_ids,
     resolve_tokenizer_files,
@@ -45,7 +46,7 @@ class TextEncoder:
         else:
             self._init_tokenizers()
         self.special_ids: SpecialTokenIds = resolve_special_ids(
-            self.token_to_id, self.vocab_size, self.files.model_file
+            self.token_to_id, self.vocab_size, self.files.model_file, hf_special_tokens(self.files)
         )
 
     def _init_sentencepiece(self) -> None:

@@ -217,3 +217,83 @@ def load_for_training(cfg_dict: dict, root: str, tokens: torch.Tensor, valid: to
     model.eval()
     fn = megatron_logits_fn(model, bidirectional=cfg.objective.bidirectional)
     return fn(tokens, valid)[..., : VOCAB.size]
+
+
+def run_tool(script: str, argv: list[str]) -> tuple[int, str]:
+    """``tools/<script>``'s main() in this (one-rank) process: exit status and output."""
+    import contextlib
+    import io
+
+    path = ROOT / "tools" / script
+    spec = importlib.util.spec_from_file_location(script.replace(".py", ""), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+        status = module.main(argv)
+    return status, text.getvalue()
+
+
+def _pipeline_logits(loaded, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
+    """Full logits through megatron-core's pipeline schedule (forward only); last stage only."""
+    from megatron.core import parallel_state, tensor_parallel
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from megatron_dlm.sampling.megatron_model import attention_mask_for
+
+    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    mask = attention_mask_for(valid, loaded.bidirectional)
+    collected: list[torch.Tensor] = []
+
+    def loss_func(output_tensor):
+        collected.append(tensor_parallel.gather_from_tensor_model_parallel_region(output_tensor))
+        return output_tensor.sum() * 0, torch.tensor(1, dtype=torch.int), {}
+
+    def forward_step(data_iterator, model):
+        return model(tokens, positions, attention_mask=mask), loss_func
+
+    with torch.no_grad():
+        get_forward_backward_func()(
+            forward_step_func=forward_step,
+            data_iterator=iter([None]),
+            model=loaded.model,
+            num_microbatches=1,
+            seq_length=tokens.shape[1],
+            micro_batch_size=tokens.shape[0],
+            forward_only=True,
+        )
+    if not parallel_state.is_pipeline_last_stage(ignore_virtual=True):
+        return None
+    return collected[0].float()
+
+
+def logits_at_layout(roots: list[str], parallel: dict, tokens: torch.Tensor, valid: torch.Tensor):
+    """Each checkpoint rebuilt by ``load_trained`` at ``parallel``: full logits over its
+    tokenizer's vocabulary (None on ranks that do not hold them)."""
+    from megatron_dlm.config import ParallelConfig
+    from megatron_dlm.models import load_trained
+    from megatron_dlm.runtime.distributed import init_distributed
+    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
+
+    layout = ParallelConfig(**parallel)
+    init_distributed(layout, seed=5)
+    out = []
+    for root in roots:
+        loaded = load_trained(root, layout)
+        if layout.pipeline_model_parallel_size > 1:
+            logits = _pipeline_logits(loaded, tokens, valid)
+        else:
+            logits = megatron_logits_fn(loaded.module, bidirectional=loaded.bidirectional)(
+                tokens, valid
+            )
+        out.append(None if logits is None else logits[..., : loaded.vocab.size])
+    return out
+
+
+def imported_embedding(root: str) -> torch.Tensor:
+    """The checkpoint's full word embedding [padded rows, h]."""
+    from megatron_dlm.models import load_trained
+    from megatron_dlm.runtime.distributed import single_process
+
+    with single_process():
+        return load_trained(root, for_export=True).module.embedding.word_embeddings.weight.detach()
