@@ -70,14 +70,18 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
         raise ExportError(f"{directory}: no model*.safetensors files")
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
-        tensors.update({k: v.float() for k, v in load_file(file).items()})
+        try:
+            tensors.update({k: v.float() for k, v in load_file(file).items()})
+        except Exception as exc:  # safetensors' own error type is not an OSError
+            raise ExportError(f"{file}: cannot read the weights ({exc})") from exc
     return tensors
 
 
 def training_config(
-    directory: Path, config: MegatronDLMConfig
+    directory: Path, config: MegatronDLMConfig | None
 ) -> tuple[dict, TokenizerRecord, int | None]:
-    """(DLMConfig dict, tokenizer record, padded vocabulary rows or None) for our export."""
+    """(DLMConfig dict, tokenizer record, padded vocabulary rows or None) for our export: from
+    its provenance file, else from ``config`` (its config.json)."""
     provenance = directory / PROVENANCE_FILE
     if provenance.is_file():
         record = json.loads(provenance.read_text())
@@ -186,8 +190,14 @@ def _import_export(
             "--verify: an export is compared with its checkpoint by tools/convert_to_hf.py "
             "--verify-only; the import maps the same tensors back"
         )
-    config = MegatronDLMConfig.from_pretrained(directory)
-    saved, tokenizer, padded_rows = training_config(directory, config)
+    from megatron_dlm.hf.convert import hf_config_from_megatron
+
+    if (directory / PROVENANCE_FILE).is_file():  # also a stock-class export: no config of ours
+        saved, tokenizer, padded_rows = training_config(directory, None)
+        config = hf_config_from_megatron(DLMConfig.from_dict(saved), tokenizer)
+    else:
+        config = MegatronDLMConfig.from_pretrained(directory)
+        saved, tokenizer, padded_rows = training_config(directory, config)
     cfg = trained_config(saved, embedding_rows=padded_rows, for_export=True)
     vocab = Vocab.from_record(tokenizer)
     table = _export_table(directory)

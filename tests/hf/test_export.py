@@ -125,11 +125,14 @@ def test_loads_offline_without_megatron_dlm(exported_dlm, exported_ar, tmp_path)
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.split("RESULT", 1)[1])
-    for exported, head in ((exported_dlm, "ForMaskedLM"), (exported_ar, "ForCausalLM")):
+    # A DLM answers AutoModel with its logits (as LLaDA and Dream); an AR model with the
+    # transformer alone (transformers' convention).
+    for exported, head, base in ((exported_dlm, "ForMaskedLM", "MegatronDLMForMaskedLM"),
+                                 (exported_ar, "ForCausalLM", "MegatronDLMModel")):  # fmt: skip
         got = results[str(exported.export)]
         assert got["config"] == "MegatronDLMConfig"
         assert got["model"] == f"MegatronDLM{head}"
-        assert got["base"] == "MegatronDLMModel"
+        assert got["base"] == base
     # The other head is refused (checked on the first folder: transformers registers remote
     # classes per process, and both folders' code is the same module).
     assert results[str(exported_dlm.export)]["wrong_head"] == "refused"

@@ -7,22 +7,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from megatron_dlm.hf.verify import sample_batch
 from megatron_dlm.testing import run_distributed
 from tests.hf import workers
+from tests.hf.conftest import cli, stock_batch
 from tests.hf.stock_models import (
     ARCHITECTURES,
     EOS_ID,
     MODEL_ROWS,
     TOKENIZER_SIZE,
-    stock_logits,
-    write_stock_model,
     write_word_tokenizer,
 )
 
@@ -31,31 +28,7 @@ MOE = ("qwen2_moe", "mixtral")
 
 
 def import_cli(*argv) -> tuple[int, str]:
-    (result,) = run_distributed(workers.run_tool, 1, args=("convert_hf_to_megatron.py",
-                                                           [str(a) for a in argv]))  # fmt: skip
-    return result
-
-
-def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    """Two sequences over the source vocabulary, the second left-padded (with </s>)."""
-    return sample_batch(TOKENIZER_SIZE, 24, EOS_ID, seed=1)
-
-
-class Imported:
-    def __init__(self, kind: str, root: Path):
-        self.kind = kind
-        self.hf = write_stock_model(kind, root / "hf")
-        self.checkpoint = root / "ckpt"
-        self.status, self.output = import_cli("--hf", self.hf, "--save", self.checkpoint,
-                                              "--verify")  # fmt: skip
-        tokens, valid = _batch()
-        self.reference = stock_logits(self.hf, tokens, valid)[..., :TOKENIZER_SIZE]
-
-
-@pytest.fixture(scope="module")
-def imported(tmp_path_factory) -> dict[str, Imported]:
-    root = tmp_path_factory.mktemp("stock")
-    return {kind: Imported(kind, root / kind) for kind in ARCHITECTURES}
+    return cli("convert_hf_to_megatron.py", *argv)
 
 
 @pytest.mark.parametrize("kind", list(ARCHITECTURES))
@@ -83,7 +56,7 @@ def test_import_verifies_against_transformers(imported, kind):
     ids=["tp2", "pp2", "ep2"],
 )
 def test_imports_load_at_any_layout_with_transformers_logits(imported, parallel, kinds):
-    tokens, valid = _batch()
+    tokens, valid = stock_batch()
     roots = [str(imported[k].checkpoint) for k in kinds]
     results = run_distributed(workers.logits_at_layout, 2, args=(roots, parallel, tokens, valid))
     logits = results[-1]  # the last pipeline stage (every rank at TP/EP)
