@@ -54,7 +54,9 @@ STOCK = {
         StockArchitecture("llama", "LlamaForCausalLM", LLAMA),
         StockArchitecture("qwen2", "Qwen2ForCausalLM", LLAMA),
         StockArchitecture("qwen3", "Qwen3ForCausalLM", LLAMA, min_transformers="4.51"),
-        StockArchitecture("qwen2_moe", "Qwen2MoeForCausalLM", QWEN2_MOE, moe=True),
+        StockArchitecture(
+            "qwen2_moe", "Qwen2MoeForCausalLM", QWEN2_MOE, moe=True, min_transformers="4.40"
+        ),
         StockArchitecture("mixtral", "MixtralForCausalLM", MIXTRAL, moe=True),
     )
 }
@@ -208,10 +210,10 @@ def stock_architecture_for(config: MegatronDLMConfig) -> tuple[StockArchitecture
     if not c.is_causal:
         return None, "a diffusion LM (bidirectional attention) is no stock causal LM"
     checks = [
-        (c.position_embedding_type == "rope", "position embedding is not RoPE"),
-        (c.rotary_percent == 1.0, "partial RoPE (--rotary-percent)"),
-        (c.normalization == "RMSNorm", "LayerNorm"),
-        (c.swiglu, "GELU MLP (--no-swiglu)"),
+        (c.position_embedding_type == "rope", "no stock class has learned or no positions"),
+        (c.rotary_percent == 1.0, "no stock class has partial RoPE (--rotary-percent)"),
+        (c.normalization == "RMSNorm", "no stock class has LayerNorm"),
+        (c.swiglu, "no stock class has a GELU MLP (--no-swiglu)"),
     ]
     for ok, why in checks:
         if not ok:
@@ -219,15 +221,15 @@ def stock_architecture_for(config: MegatronDLMConfig) -> tuple[StockArchitecture
     if c.num_experts is None:
         if c.qk_layernorm:
             if c.add_bias_linear or c.add_qkv_bias:
-                return None, "QK-norm with biases"
+                return None, "no stock class has QK-norm with biases"
             return STOCK["qwen3"], ""
         if c.add_qkv_bias and not c.add_bias_linear:
             return STOCK["qwen2"], ""
         return STOCK["llama"], ""
     moe_checks = [
-        (c.moe_layer_freq == 1, "dense layers between MoE layers (--moe-layer-freq)"),
-        (c.moe_router_score_function == "softmax", "sigmoid router"),
-        (not c.qk_layernorm and not c.add_bias_linear, "QK-norm or linear biases in an MoE"),
+        (c.moe_layer_freq == 1, "no stock MoE class has dense layers (--moe-layer-freq)"),
+        (c.moe_router_score_function == "softmax", "no stock MoE class has a sigmoid router"),
+        (not c.qk_layernorm and not c.add_bias_linear, "no stock MoE class with QK-norm/biases"),
     ]
     for ok, why in moe_checks:
         if not ok:

@@ -270,10 +270,25 @@ def write_export(
     An AR model that is exactly a stock transformers class is written as that class unless
     ``remote_code`` (see the module docstring).
     """
-    from megatron_dlm.hf.tokenizer_export import export_tokenizer
+    from megatron_dlm.hf.tokenizer_export import (
+        check_auto_tokenizer,
+        declared_tokenizer_class,
+        export_tokenizer,
+    )
 
     config = hf_config_from_megatron(loaded.config, loaded.tokenizer)
     arch, why = stock_architecture_for(config)
+    tokenizer_path = None if skip_tokenizer else tokenizer_model or loaded.tokenizer.model
+    if (
+        arch is not None
+        and arch.model_type == "qwen2"
+        and tokenizer_path
+        and (declared_tokenizer_class(tokenizer_path) or "").removesuffix("Fast")
+        != "Qwen2Tokenizer"
+    ):
+        # transformers 5 loads any model_type=qwen2 folder with its Qwen2Tokenizer.
+        arch, why = None, "Qwen2's shape but not Qwen2's tokenizer (transformers 5 would load "
+        why += "a Qwen2 folder with Qwen2Tokenizer)"
     if arch is not None and not remote_code:
         logger.info("an AR model that is exactly %s: written as that class (no remote code)",
                     arch.causal_lm)  # fmt: skip
@@ -283,8 +298,8 @@ def write_export(
         )  # fmt: skip
     else:
         if config.is_causal and not remote_code:
-            logger.info("written with Megatron-DLM's modeling code (trust_remote_code): no "
-                        "stock transformers class has %s", why)  # fmt: skip
+            logger.info("written with Megatron-DLM's modeling code (trust_remote_code): %s",
+                        why)  # fmt: skip
         write_weights(
             loaded.state_dict(), config, directory, dtype=dtype, max_shard_size=max_shard_size
         )
@@ -293,7 +308,7 @@ def write_export(
             shutil.copyfile(source, directory / name)
         _add_legacy_dtype(directory / "config.json")
     if not skip_tokenizer:
-        path = tokenizer_model or loaded.tokenizer.model
+        path = tokenizer_path
         if not path:
             raise ExportError(
                 "the checkpoint records no tokenizer path: pass --tokenizer-model PATH "
@@ -312,6 +327,7 @@ def write_export(
             model_max_length=config.max_position_embeddings,
             vocab_sha256=loaded.tokenizer.vocab_sha256,
         )
+        check_auto_tokenizer(directory)
     provenance = {
         "source_checkpoint": str(loaded.directory.resolve()),
         "iteration": loaded.iteration,

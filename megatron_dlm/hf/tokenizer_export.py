@@ -119,6 +119,41 @@ def write_portable(tokenizer_file: Path) -> bool:
     return True
 
 
+SAMPLE_TEXT = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)  # w5 w6\n"
+"""Text :func:`check_auto_tokenizer` encodes both ways."""
+
+
+def declared_tokenizer_class(tokenizer_model_path: str | Path) -> str | None:
+    """``tokenizer_class`` of the ``tokenizer_config.json`` beside a ``tokenizer.json``."""
+    path = Path(tokenizer_model_path).expanduser()
+    config = (path if path.is_dir() else path.parent) / TOKENIZER_CONFIG_FILE
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+
+
+def check_auto_tokenizer(directory: str | Path) -> None:
+    """``AutoTokenizer.from_pretrained(directory)`` must encode as the folder's tokenizer.json.
+
+    transformers 5 picks the tokenizer class from config.json's model type for some models
+    (Qwen2: its own ``Qwen2Tokenizer``, which rebuilds a byte-level BPE from the vocabulary):
+    a folder whose tokenizer is another kind would load and tokenize wrongly, silently.
+    """
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    expected = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+    expected = expected.encode(SAMPLE_TEXT, add_special_tokens=False).ids
+    loaded = AutoTokenizer.from_pretrained(directory)
+    got = loaded.encode(SAMPLE_TEXT, add_special_tokens=False)
+    if got != expected:
+        raise TokenizerExportError(
+            f"AutoTokenizer.from_pretrained({directory}) gives a {type(loaded).__name__} that "
+            f"does not encode as its {TOKENIZER_FILE} ({got[:8]} vs {expected[:8]})"
+        )
+
+
 def _export_sentencepiece(model_file: Path, output_dir: Path) -> None:
     try:
         from megatron_dlm.data.hf_tokenizer import export_hf_tokenizer

@@ -107,3 +107,22 @@ def stock_logits(directory: Path, tokens: torch.Tensor, valid: torch.Tensor) -> 
     with torch.no_grad():
         out = model(input_ids=tokens, attention_mask=valid.long(), position_ids=positions)
     return out.logits.float()
+
+
+def write_qwen2_tokenizer(directory: Path) -> int:
+    """A byte-level BPE saved by transformers' own ``Qwen2Tokenizer`` (tokenizer_class
+    ``Qwen2Tokenizer``, eos = pad = ``<|endoftext|>``, id 0); returns its size."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    bpe.train_from_iterator([Path(json.__file__).read_text()], trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tokenizer = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None,
+                               eos_token="<|endoftext|>", pad_token="<|endoftext|>")  # fmt: skip
+    tokenizer.save_pretrained(directory)
+    return len(tokenizer)

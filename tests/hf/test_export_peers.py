@@ -19,7 +19,12 @@ from megatron_dlm.hf.verify import load_exported
 from megatron_dlm.testing import run_distributed
 from tests.hf import workers
 from tests.hf.conftest import CASES, batch, cli, model_config, stock_batch
-from tests.hf.stock_models import ARCHITECTURES, TOKENIZER_SIZE
+from tests.hf.stock_models import (
+    ARCHITECTURES,
+    TOKENIZER_SIZE,
+    build_stock_model,
+    write_qwen2_tokenizer,
+)
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -28,7 +33,12 @@ def export_cli(*argv) -> tuple[int, str]:
     return cli("convert_to_hf.py", *argv)
 
 
-@pytest.mark.parametrize("kind", list(ARCHITECTURES))
+STOCK_AGAIN = [k for k in ARCHITECTURES if k != "qwen2"]
+"""Qwen2 comes back as Qwen2 only with a Qwen2 tokenizer (below): transformers 5 loads every
+model_type=qwen2 folder with its own Qwen2Tokenizer, whatever tokenizer the folder holds."""
+
+
+@pytest.mark.parametrize("kind", STOCK_AGAIN)
 def test_ar_export_of_a_stock_architecture_is_that_class(imported, tmp_path, kind):
     """HF -> Megatron -> HF: the stock class again, with the source model's logits."""
     source = imported[kind]
@@ -59,6 +69,31 @@ def test_ar_export_of_a_stock_architecture_is_that_class(imported, tmp_path, kin
     torch.testing.assert_close(back[0][..., :TOKENIZER_SIZE][valid], source.reference[valid], **TOL)
 
 
+def test_qwen2_comes_back_as_qwen2_with_a_qwen2_tokenizer(imported, tmp_path):
+    from transformers import AutoTokenizer
+
+    # The word-level test tokenizer: our modeling code (a stock Qwen2 folder would tokenize
+    # with Qwen2Tokenizer).
+    status, text = export_cli("--load", imported["qwen2"].checkpoint, "--output", tmp_path / "a")
+    assert status == 0 and (tmp_path / "a" / "modeling_megatron_dlm.py").is_file(), text
+    # transformers' own Qwen2Tokenizer: the stock class.
+    hf = tmp_path / "qwen2"
+    size = write_qwen2_tokenizer(hf)
+    build_stock_model("qwen2", vocab_size=size + 4, eos_token_id=0).save_pretrained(hf)
+    status, text = cli("convert_hf_to_megatron.py", "--hf", hf, "--save", tmp_path / "ckpt",
+                       "--verify")  # fmt: skip
+    assert status == 0 and "OK" in text, text
+    out = tmp_path / "b"
+    status, text = export_cli("--load", tmp_path / "ckpt", "--output", out, "--verify")
+    assert status == 0 and "verify against the stock Qwen2ForCausalLM" in text, text
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["Qwen2ForCausalLM"]
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert type(tokenizer).__name__ == "Qwen2Tokenizer"
+    assert tokenizer.mask_token == "<|mask|>" and tokenizer.eos_token == "<|endoftext|>"
+    source = AutoTokenizer.from_pretrained(hf)
+    assert tokenizer.encode("def f(x): return 12") == source.encode("def f(x): return 12")
+
+
 def test_lm_eval_hf_backend_scores_a_stock_export(imported, tmp_path):
     pytest.importorskip("accelerate", reason="lm-eval's hf backend needs accelerate")
     from lm_eval.api.instance import Instance
@@ -78,13 +113,15 @@ def test_lm_eval_hf_backend_scores_a_stock_export(imported, tmp_path):
 
 
 def test_remote_code_flag_and_non_stock_ar_models_keep_our_code(imported, exported_ar, tmp_path):
+    """--remote-code: our modeling code, verified (here with Qwen2-MoE's shared-expert gate)."""
     out = tmp_path / "hf"
-    status, text = export_cli("--load", imported["llama"].checkpoint, "--output", out,
+    status, text = export_cli("--load", imported["qwen2_moe"].checkpoint, "--output", out,
                               "--remote-code", "--verify")  # fmt: skip
     assert status == 0, text
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["MegatronDLMForCausalLM"] and "auto_map" in config
-    assert (out / "modeling_megatron_dlm.py").is_file()
+    assert (out / "modeling_megatron_dlm.py").is_file() and config["moe_shared_expert_gate"]
+    assert "verify: max |logits difference|" in text and "OK" in text
     # Learned positions, LayerNorm, GELU: no stock class fits.
     assert (exported_ar.export / "modeling_megatron_dlm.py").is_file()
 
