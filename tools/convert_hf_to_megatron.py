@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from megatron_dlm.checkpoint import CheckpointError
+    from megatron_dlm.config.base import ConfigError
     from megatron_dlm.data.tokenizer import TokenizerError
     from megatron_dlm.hf.architectures import UnsupportedModelError
     from megatron_dlm.hf.convert import ExportError, VerificationError
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (
         CheckpointError,
+        ConfigError,
         ExportError,
         OSError,
         TokenizerError,

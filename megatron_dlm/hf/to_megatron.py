@@ -152,7 +152,7 @@ def import_hf_folder(
     directory, save = Path(directory), Path(save)
     config_file = directory / "config.json"
     if not config_file.is_file():
-        raise ExportError(f"{directory} is not an exported folder (no config.json)")
+        raise ExportError(f"--hf {directory} is not a Hugging Face model folder (no config.json)")
     raw = json.loads(config_file.read_text(encoding="utf-8"))
     if is_our_export(directory, raw):
         given = [f for f, v in (("--mask-token", mask_token), ("--eod-token", eod_token),

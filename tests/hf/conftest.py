@@ -180,7 +180,9 @@ def batch(length: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
 
 def cli(script: str, *argv) -> tuple[int, str]:
     """``tools/<script> argv`` (its main()) in a one-rank worker: exit status and output."""
-    (result,) = run_distributed(workers.run_tool, 1, args=(script, [str(a) for a in argv]))
+    argv = [str(a) for a in argv]
+    # A conversion loads transformers and megatron-core: allow for a busy machine.
+    (result,) = run_distributed(workers.run_tool, 1, args=(script, argv), timeout=480)
     return result
 
 

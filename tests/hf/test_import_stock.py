@@ -175,3 +175,11 @@ def test_import_into_a_folder_with_an_imported_tokenizer_is_refused(imported):
     status, text = import_cli("--hf", result.hf, "--save", result.checkpoint)
     assert status == 2 and "already holds an imported tokenizer" in text, text
     assert sorted(p.name for p in result.checkpoint.iterdir()) == before
+
+
+def test_a_failed_verification_writes_nothing(imported, tmp_path):
+    argv = ["--hf", str(imported["llama"].hf), "--save", str(tmp_path / "out"), "--verify"]
+    ((status, text),) = run_distributed(workers.import_with_a_mapping_bug, 1, args=(argv,))
+    assert status == 1, text
+    assert "FAILED" in text and "was not written" in text
+    assert not (tmp_path / "out").exists()

@@ -299,3 +299,23 @@ def imported_embedding(root: str) -> torch.Tensor:
 
     with single_process():
         return load_trained(root, for_export=True).module.embedding.word_embeddings.weight.detach()
+
+
+def import_with_a_mapping_bug(argv: list[str]) -> tuple[int, str]:
+    """tools/convert_hf_to_megatron.py with a bug: the first two embedding rows swapped (a tied
+    model: the logits of those tokens swap everywhere)."""
+    from megatron_dlm.hf import to_megatron
+
+    correct = to_megatron.resize_vocabulary
+
+    def broken(tensors, *args, **kwargs):
+        out = correct(tensors, *args, **kwargs)
+        embedding = out["model.embed_tokens.weight"].clone()
+        embedding[[0, 1]] = embedding[[1, 0]]
+        return {**out, "model.embed_tokens.weight": embedding}
+
+    to_megatron.resize_vocabulary = broken
+    try:
+        return run_tool("convert_hf_to_megatron.py", argv)
+    finally:
+        to_megatron.resize_vocabulary = correct
