@@ -1,15 +1,31 @@
-"""Convert an exported Hugging Face folder back to a Megatron-DLM checkpoint (to keep training).
+"""Convert a Hugging Face folder to a Megatron-DLM checkpoint: a pretrained AR model to adapt
+into a DLM (or to keep training as AR), or one of our exports to keep training.
 
+    # a local Llama / Qwen2 / Qwen3 / Qwen2-MoE / Mixtral folder, checked against transformers
+    python tools/convert_hf_to_megatron.py --hf models/Qwen3-0.6B --save runs/qwen3 --verify
+
+    # adapt it into a DLM (the import wrote the architecture and tokenizer flags to model.yaml)
+    python pretrain_dlm.py --config runs/qwen3/model.yaml --load runs/qwen3 --finetune \\
+        --objective dlm --save runs/qwen3-dlm --train-data-path DATA ...
+    # or continue AR pretraining: the same with --objective ar
+
+    # an export of ours, back to a checkpoint
     python tools/convert_hf_to_megatron.py --hf runs/quickstart/hf --save runs/continued
-    python pretrain_dlm.py --config recipe.yaml --load runs/continued --finetune ...
 
-The checkpoint holds the weights (no optimizer state) at TP=PP=EP=1 and loads at any layout;
-resume with --finetune (fresh optimizer and data position) or --no-load-optim. The training
-config is the one the export recorded (megatron_dlm.json), else derived from config.json.
-Vocabulary rows are padded back to the size the original run used, so a run at that run's
-tensor-parallel size loads the checkpoint. --save must not hold checkpoints already (a training
-run would then resume from the import; --overwrite allows it). Exit status: 0 done, 2 bad
-input (a missing or corrupt export, a negative --iteration, a --save that holds a run).
+The checkpoint holds the weights (no optimizer state) at TP=PP=EP=1 and loads at any layout.
+A stock model's tokenizer is copied to <save>/tokenizer with the special tokens a DLM needs:
+the mask token (--mask-token, default the tokenizer's own or an added <|mask|>), the
+end-of-document token (--eod-token, default its eos token) and the padding token
+(--pad-token, default its own if distinct from eos, else an added <|pad|>); tokens may be
+given as strings or ids. Added tokens grow the embedding; their rows start at the mean
+embedding. Preprocess data with that tokenizer (tools/preprocess_data.py --tokenizer-type
+HuggingFaceTokenizer --tokenizer-model <save>/tokenizer). An export of ours keeps the training
+config it recorded (megatron_dlm.json); its vocabulary rows are padded back to the size the
+original run used, so a run at that run's tensor-parallel size loads the checkpoint. Resume with
+--finetune (fresh optimizer and data position) or --no-load-optim. --save must not hold
+checkpoints already (a training run would then resume from the import; --overwrite allows it).
+Exit status: 0 done, 1 verification failed (nothing written), 2 bad input (a missing or corrupt
+folder, a negative --iteration, a --save that holds a run).
 """
 
 from __future__ import annotations
@@ -68,11 +84,13 @@ def check_hf_folder(folder: Path) -> None:
             ) from exc
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--hf", required=True, help="exported folder (tools/convert_to_hf.py)")
+    parser.add_argument(
+        "--hf", required=True, help="Hugging Face folder: a stock AR model, or our export"
+    )
     parser.add_argument("--save", required=True, help="checkpoint root to write")
     parser.add_argument("--iteration", type=int, default=0, help="iteration to record (0)")
     parser.add_argument(
@@ -81,6 +99,31 @@ def main(argv: list[str] | None = None) -> int:
         help="let --save name a folder that already holds checkpoints (its tracker is "
         "rewritten to --iteration)",
     )
+    for role, default in (
+        ("mask", "the tokenizer's mask_token, else <|mask|> (added if missing)"),
+        ("eod", "the tokenizer's eos_token"),
+        ("pad", "the tokenizer's pad_token if it differs from eos, else <|pad|> (added)"),
+    ):
+        parser.add_argument(
+            f"--{role}-token", metavar="TOKEN|ID", help=f"stock models: {role} token; {default}"
+        )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="stock models: compare the Megatron model's logits with transformers' own model "
+        "(float32) before writing",
+    )
+    parser.add_argument(
+        "--verify-rtol",
+        type=float,
+        default=1e-5,
+        help="verification tolerance relative to the largest |logit| (default 1e-5)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.iteration < 0:
         parser.error(f"--iteration must be >= 0, got {args.iteration}")
@@ -90,18 +133,53 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     from safetensors import SafetensorError
 
-    from megatron_dlm.hf.convert import ExportError
+    from megatron_dlm.checkpoint import CheckpointError
+    from megatron_dlm.config.base import ConfigError
+    from megatron_dlm.data.tokenizer import TokenizerError
+    from megatron_dlm.hf.architectures import UnsupportedModelError
+    from megatron_dlm.hf.convert import ExportError, VerificationError
     from megatron_dlm.hf.to_megatron import import_hf_folder
+    from megatron_dlm.hf.tokenizer_import import TokenizerImportError
+    from megatron_dlm.hf.weights import WeightMappingError
     from megatron_dlm.runtime.logging_utils import setup_logging
 
     setup_logging()
     try:
         check_hf_folder(Path(args.hf))
-        written = import_hf_folder(args.hf, args.save, iteration=args.iteration)
-    except (ExportError, OSError, ValueError, SafetensorError) as exc:
+        result = import_hf_folder(
+            args.hf,
+            args.save,
+            iteration=args.iteration,
+            mask_token=args.mask_token,
+            eod_token=args.eod_token,
+            pad_token=args.pad_token,
+            verify=args.verify,
+            verify_rtol=args.verify_rtol,
+        )
+    except VerificationError as exc:
+        print(exc, file=sys.stderr)
+        print(f"error: {args.save} was not written", file=sys.stderr)
+        return 1
+    except (
+        CheckpointError,
+        ConfigError,
+        ExportError,
+        OSError,
+        SafetensorError,
+        TokenizerError,
+        TokenizerImportError,
+        UnsupportedModelError,
+        ValueError,
+        WeightMappingError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {written}")
+    if result.verify is not None:
+        print(result.verify)
+    print(f"wrote {result.checkpoint} ({result.architecture})")
+    if result.recipe is not None:
+        added = ", ".join(result.added_tokens) or "none"
+        print(f"tokenizer: {result.tokenizer} (tokens added: {added}); flags: {result.recipe}")
     return 0
 
 

@@ -4,18 +4,25 @@
     python tools/convert_to_hf.py --load runs/quickstart/checkpoints --output runs/quickstart/hf \\
         --verify
 
-    # bfloat16 weights, a tokenizer other than the one the checkpoint records
-    python tools/convert_to_hf.py --load CKPT --output DIR --dtype bfloat16 \\
+    # float32 weights (default: the training precision), another tokenizer than the recorded one
+    python tools/convert_to_hf.py --load CKPT --output DIR --dtype fp32 \\
         --tokenizer-model tokenizer/tokenizer.json
 
     # check an existing export against its checkpoint
     python tools/convert_to_hf.py --load CKPT --output DIR --verify-only
 
-    # use it (no megatron_dlm needed)
-    from transformers import AutoModelForMaskedLM, AutoTokenizer     # AR: AutoModelForCausalLM
-    model = AutoModelForMaskedLM.from_pretrained(DIR, trust_remote_code=True)
-    tok = AutoTokenizer.from_pretrained(DIR, trust_remote_code=True)
-    out = model.generate(tok("def fib(n):", return_tensors="pt").input_ids, max_new_tokens=64)
+    # use a DLM export (no megatron_dlm needed): AutoModel or AutoModelForMaskedLM
+    from transformers import AutoModel, AutoTokenizer
+    model = AutoModel.from_pretrained(DIR, trust_remote_code=True)
+    tok = AutoTokenizer.from_pretrained(DIR)
+    ids = tok("def fib(n):", return_tensors="pt").input_ids
+    logits = model(ids).logits
+    out = model.generate(ids, max_new_tokens=64)                   # Megatron-DLM's sampler
+    out = model.diffusion_generate(ids, max_new_tokens=64, steps=64, alg="entropy")  # Dream's
+
+    # an AR export whose architecture is Llama/Qwen2/Qwen3 (Mixtral, Qwen2-MoE) is that class:
+    model = AutoModelForCausalLM.from_pretrained(DIR)              # no trust_remote_code
+    # (vLLM: LLM(model=DIR); lm-eval: --model hf --model_args pretrained=DIR)
 
 Runs in one process (python, not torchrun): the checkpoint is resharded to TP=PP=EP=1 by
 dist_checkpointing. The folder is written under a temporary name and renamed when complete
@@ -38,7 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--load", required=True, help="checkpoint directory (root or iter_*)")
     parser.add_argument("--output", required=True, help="new (or empty) folder to write")
     parser.add_argument(
-        "--dtype", choices=["float32", "bfloat16"], default="float32", help="weight dtype"
+        "--dtype",
+        choices=["bf16", "fp16", "fp32", "bfloat16", "float16", "float32"],
+        help="weight dtype (default: the precision the checkpoint was trained in)",
+    )
+    parser.add_argument(
+        "--remote-code",
+        action="store_true",
+        help="write an AR model with Megatron-DLM's modeling code (trust_remote_code) even when "
+        "it is exactly a stock transformers class (Llama, Qwen2, Qwen3, Mixtral, Qwen2-MoE)",
     )
     parser.add_argument(
         "--tokenizer-model",
@@ -125,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             verify=args.verify,
             verify_rtol=args.verify_rtol,
             max_shard_size=args.max_shard_size,
+            remote_code=args.remote_code,
         )
     except VerificationError as exc:
         print(exc, file=sys.stderr)
@@ -141,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     if result.verify is not None:
         print(result.verify)
     kind = "masked diffusion LM" if result.config.bidirectional else "causal LM"
+    if "modeling_megatron_dlm.py" not in result.files:
+        kind += ", a stock transformers class"
     print(f"wrote {result.output} ({kind}): {', '.join(result.files)}")
     return 0
 

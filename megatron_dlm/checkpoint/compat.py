@@ -29,6 +29,7 @@ ARCHITECTURE_FIELDS = (
     "num_experts",
     "moe_ffn_hidden_size",
     "moe_shared_expert_intermediate_size",
+    "moe_shared_expert_gate",
     "moe_layer_freq",
 )
 """Model fields that must match for a checkpoint to load (the parallel layout may differ)."""

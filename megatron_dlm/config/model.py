@@ -85,6 +85,8 @@ class ModelConfig:
     """Hidden size of each expert's MLP. Default: --ffn-hidden-size."""
     moe_shared_expert_intermediate_size: int | None = None
     """Hidden size of an always-active shared expert (unset: none)."""
+    moe_shared_expert_gate: bool = False
+    """Scale the shared expert's output by a learned sigmoid gate, sigmoid(x . w) (Qwen2-MoE)."""
     moe_layer_freq: int = 1
     """Every N-th layer is an MoE layer (1: all layers); the others are dense."""
     moe_router_load_balancing_type: Literal["aux_loss", "seq_aux_loss", "none"] = "aux_loss"
@@ -175,6 +177,10 @@ class ModelConfig:
             require(self.moe_layer_freq >= 1, "--moe-layer-freq must be at least 1")
             if self.moe_ffn_hidden_size is None:
                 self.moe_ffn_hidden_size = self.ffn_hidden_size
+            require(
+                not self.moe_shared_expert_gate or self.moe_shared_expert_intermediate_size,
+                "--moe-shared-expert-gate needs --moe-shared-expert-intermediate-size",
+            )
         if self.recompute_granularity == "full":
             require(
                 self.recompute_method is not None and self.recompute_num_layers is not None,

@@ -23,6 +23,7 @@ from megatron_dlm.data.tokenizer import (
     TokenizerFiles,
     encode_keeping_marker,
     file_sha256,
+    hf_special_tokens,
     hf_split_special_tokens,
     marker_byte_ids,
     resolve_special_ids,
@@ -50,7 +51,7 @@ class TextEncoder:
         else:
             self._init_tokenizers()
         self.special_ids: SpecialTokenIds = resolve_special_ids(
-            self.token_to_id, self.vocab_size, self.files.model_file
+            self.token_to_id, self.vocab_size, self.files.model_file, hf_special_tokens(self.files)
         )
 
     def _init_sentencepiece(self) -> None:

@@ -153,21 +153,55 @@ def hf_split_special_tokens(files: TokenizerFiles) -> bool:
         raise TokenizerError(f"cannot read {config}: {exc}") from exc
 
 
+HF_SPECIAL_ROLES = {MASK_TOKEN: "mask_token", EOD_TOKEN: "eos_token", PAD_TOKEN: "pad_token"}
+"""The ``tokenizer_config.json`` key that names the token of each role."""
+
+
+def hf_special_tokens(files: TokenizerFiles) -> dict[str, str]:
+    """The special tokens ``tokenizer_config.json`` names, by reserved token
+    (``{"<|eod|>": "</s>", ...}``): its ``mask_token``, ``eos_token`` and ``pad_token``.
+
+    An imported Hugging Face model's tokenizer (tools/convert_hf_to_megatron.py) keeps its own
+    end-of-sequence token and names the three roles there.
+    """
+    config = files.load_path / HF_CONFIG_FILE
+    if files.library != "huggingface" or not config.is_file():
+        return {}
+    try:
+        values = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TokenizerError(f"cannot read {config}: {exc}") from exc
+    named = {}
+    for reserved, key in HF_SPECIAL_ROLES.items():
+        value = values.get(key)
+        value = value.get("content") if isinstance(value, dict) else value
+        if isinstance(value, str) and value:
+            named[reserved] = value
+    return named
+
+
 def resolve_special_ids(
-    lookup: Callable[[str], int | None], vocab_size: int, source: str | os.PathLike
+    lookup: Callable[[str], int | None],
+    vocab_size: int,
+    source: str | os.PathLike,
+    named: dict[str, str] | None = None,
 ) -> SpecialTokenIds:
-    """Ids of ``<|mask|>``, ``<|eod|>`` and ``<|pad|>``, checked.
+    """Ids of ``<|mask|>``, ``<|eod|>`` and ``<|pad|>`` (or the tokens ``named`` gives those
+    roles), checked.
 
     Args:
         lookup: token -> id, or None where the vocabulary lacks the token.
         vocab_size: size of the vocabulary (ids must lie below it).
         source: the tokenizer file, named in errors.
+        named: reserved token -> the token that plays its role in this vocabulary
+            (:func:`hf_special_tokens`); roles it does not name use the reserved tokens.
 
     Raises:
         TokenizerError: a token is missing, out of range, or two of them share an id; the
             message names the file and says how to fix it.
     """
-    ids = {token: lookup(token) for token in SPECIAL_TOKENS}
+    named = named or {}
+    ids = {named.get(token, token): lookup(named.get(token, token)) for token in SPECIAL_TOKENS}
     missing = [t for t, i in ids.items() if i is None or not 0 <= i < vocab_size]
     if missing:
         raise TokenizerError(
@@ -177,9 +211,10 @@ def resolve_special_ids(
             f"`control_symbols=[...]` at training time; Hugging Face "
             f"`tokenizer.add_special_tokens(...)`, then save it again."
         )
-    if len(set(ids.values())) != len(ids):
+    if len(set(ids.values())) != len(SPECIAL_TOKENS):
         raise TokenizerError(f"tokenizer {str(source)!r}: special tokens share ids: {ids}")
-    return SpecialTokenIds(mask=ids[MASK_TOKEN], eod=ids[EOD_TOKEN], pad=ids[PAD_TOKEN])
+    mask, eod, pad = ids.values()
+    return SpecialTokenIds(mask=mask, eod=eod, pad=pad)
 
 
 def vocab_sha256(pieces: Sequence[str | None]) -> str:
@@ -316,7 +351,7 @@ class DLMTokenizer:
         self._pieces: list[str] = list(self.megatron_tokenizer.vocab)
         self._index = {piece: i for i, piece in enumerate(self._pieces)}
         self.special_ids = resolve_special_ids(
-            self._index.get, self.vocab_size, self.files.model_file
+            self._index.get, self.vocab_size, self.files.model_file, hf_special_tokens(self.files)
         )
         self._marker_ids = (
             marker_byte_ids(self._index.get) if self.files.library == "sentencepiece" else None

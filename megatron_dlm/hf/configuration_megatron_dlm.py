@@ -55,6 +55,8 @@ class MegatronDLMConfig(PretrainedConfig):
         moe_router_topk: experts each token is routed to.
         moe_ffn_hidden_size: hidden size of each expert's MLP.
         moe_shared_expert_intermediate_size: hidden size of the always-active shared expert.
+        moe_shared_expert_gate: scale the shared expert's output by a learned sigmoid gate
+            (Qwen2-MoE's ``shared_expert_gate``).
         moe_layer_freq: every N-th layer (0, N, 2N, ...) is an MoE layer.
         moe_router_score_function: ``softmax`` or ``sigmoid``.
         moe_router_pre_softmax: softmax over all experts before the top-k (else over the top-k).
@@ -93,6 +95,7 @@ class MegatronDLMConfig(PretrainedConfig):
         moe_router_topk: int = 2,
         moe_ffn_hidden_size: int | None = None,
         moe_shared_expert_intermediate_size: int | None = None,
+        moe_shared_expert_gate: bool = False,
         moe_layer_freq: int = 1,
         moe_router_score_function: str = "softmax",
         moe_router_pre_softmax: bool = False,
@@ -141,6 +144,7 @@ class MegatronDLMConfig(PretrainedConfig):
         self.moe_router_topk = moe_router_topk
         self.moe_ffn_hidden_size = moe_ffn_hidden_size or intermediate_size
         self.moe_shared_expert_intermediate_size = moe_shared_expert_intermediate_size
+        self.moe_shared_expert_gate = moe_shared_expert_gate
         self.moe_layer_freq = moe_layer_freq
         self.moe_router_score_function = moe_router_score_function
         self.moe_router_pre_softmax = moe_router_pre_softmax

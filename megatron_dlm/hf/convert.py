@@ -1,7 +1,21 @@
 """Megatron-DLM checkpoint (any TP/PP/EP layout) -> Hugging Face folder.
 
+What the folder loads as:
+
+* a **diffusion LM**: our modeling code (``trust_remote_code``); ``AutoModel`` and
+  ``AutoModelForMaskedLM`` give the model with its output layer (``model(x).logits``, as LLaDA
+  and Dream), with ``generate()`` and Dream's ``diffusion_generate()``;
+* an **AR model that is exactly a stock class** (Llama, Qwen2, Qwen3, Mixtral, Qwen2-MoE:
+  :mod:`megatron_dlm.hf.architectures`): that class, with transformers' key names and no code
+  (vLLM and lm-eval's ``hf`` backend load it); ``remote_code=True`` writes our code instead;
+* any other AR model (learned positions, LayerNorm, GELU, ...): our modeling code,
+  ``AutoModelForCausalLM``.
+
+Weights are written in the training precision (``dtype``: bf16, fp16 or fp32) unless asked.
+
     <output>/
-      config.json                     MegatronDLMConfig with auto_map (trust_remote_code)
+      config.json                     MegatronDLMConfig with auto_map (trust_remote_code),
+                                      or the stock class's config (no auto_map, no code files)
       generation_config.json          sampler defaults (max_new_tokens, steps, block_length, ...)
       model.safetensors               or model-0000N-of-0000M.safetensors + index when large
       configuration_megatron_dlm.py   this package's config and modeling code
@@ -29,8 +43,14 @@ from pathlib import Path
 
 import torch
 
-from megatron_dlm.checkpoint import CheckpointError, TokenizerRecord
+from megatron_dlm.checkpoint import CheckpointError, TokenizerRecord, read_checkpoint_info
 from megatron_dlm.config import DLMConfig
+from megatron_dlm.hf.architectures import (
+    StockArchitecture,
+    legacy_config_keys,
+    stock_architecture_for,
+    stock_export_config,
+)
 from megatron_dlm.hf.configuration_megatron_dlm import MegatronDLMConfig
 from megatron_dlm.hf.verify import DEFAULT_RTOL, VerifyReport, verify_export
 from megatron_dlm.hf.weights import megatron_to_hf
@@ -49,7 +69,17 @@ CODE_FILES = {
 }
 """Code shipped in every export: file name in the folder -> source file."""
 PROVENANCE_FILE = "megatron_dlm.json"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {
+    "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+    "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+}  # fmt: skip
+"""--dtype names (the short ones and torch's)."""
+
+
+def training_dtype(load: str | Path) -> str:
+    """The precision the checkpoint was trained in (``--bf16``, ``--fp16``, else fp32)."""
+    precision = (read_checkpoint_info(load).config or {}).get("precision", {})
+    return "bf16" if precision.get("bf16") else "fp16" if precision.get("fp16") else "fp32"
 
 
 class ExportError(ValueError):
@@ -108,6 +138,7 @@ def hf_config_from_megatron(cfg: DLMConfig, tokenizer: TokenizerRecord) -> Megat
         moe_router_topk=m.moe_router_topk,
         moe_ffn_hidden_size=m.moe_ffn_hidden_size,
         moe_shared_expert_intermediate_size=m.moe_shared_expert_intermediate_size,
+        moe_shared_expert_gate=m.moe_shared_expert_gate,
         moe_layer_freq=m.moe_layer_freq,
         moe_router_score_function=m.moe_router_score_function,
         moe_router_pre_softmax=m.moe_router_pre_softmax,
@@ -120,7 +151,11 @@ def hf_config_from_megatron(cfg: DLMConfig, tokenizer: TokenizerRecord) -> Megat
     config.architectures = [model_class]
     config.auto_map = {
         "AutoConfig": "configuration_megatron_dlm.MegatronDLMConfig",
-        "AutoModel": "modeling_megatron_dlm.MegatronDLMModel",
+        # A DLM answers AutoModel with its logits, as LLaDA's and Dream's exports do; an AR
+        # model keeps transformers' convention (AutoModel: the transformer without a head).
+        "AutoModel": f"modeling_megatron_dlm.{model_class}"
+        if objective == "dlm"
+        else "modeling_megatron_dlm.MegatronDLMModel",
         head: f"modeling_megatron_dlm.{model_class}",
     }
     return config
@@ -184,6 +219,42 @@ def write_weights(
     model.save_pretrained(directory, max_shard_size=max_shard_size)
 
 
+def write_stock_weights(
+    megatron_state: dict[str, torch.Tensor],
+    config: MegatronDLMConfig,
+    arch: StockArchitecture,
+    directory: Path,
+    *,
+    dtype: torch.dtype,
+    max_shard_size: str | int = "5GB",
+) -> None:
+    """config.json, generation_config.json and safetensors of the stock class ``arch``.
+
+    Written in the layout of the Hugging Face hub's checkpoints of that class (per-expert
+    tensors for MoE), with keys older transformers releases read (``rope_theta``,
+    ``torch_dtype``) besides v5's; ``mask_token_id`` and ``is_causal`` are kept for tools that
+    read them (transformers ignores them).
+    """
+    from huggingface_hub import save_torch_state_dict
+    from transformers import GenerationConfig
+
+    tensors = {  # copies: split halves of a fused tensor must not share its storage on disk
+        k: v.to(dtype, copy=True).contiguous()
+        for k, v in arch.table.megatron_to_hf(megatron_state, config).items()
+    }
+    hf_config = stock_export_config(config, arch)
+    values = legacy_config_keys({**hf_config.to_dict(), "dtype": str(dtype).replace("torch.", "")})
+    values.update(mask_token_id=config.mask_token_id, is_causal=True)
+    text = json.dumps(values, indent=2, sort_keys=True) + "\n"
+    (directory / "config.json").write_text(text, encoding="utf-8")
+    GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+    ).save_pretrained(directory)
+    save_torch_state_dict(tensors, directory, max_shard_size=max_shard_size)
+
+
 def write_export(
     loaded: TrainedModel,
     directory: Path,
@@ -192,19 +263,52 @@ def write_export(
     max_shard_size: str | int = "5GB",
     tokenizer_model: str | None = None,
     skip_tokenizer: bool = False,
+    remote_code: bool = False,
 ) -> tuple[MegatronDLMConfig, list[str]]:
-    """Write every file of the export into ``directory`` (which must exist and be empty)."""
-    from megatron_dlm.hf.tokenizer_export import export_tokenizer
+    """Write every file of the export into ``directory`` (which must exist and be empty).
+
+    An AR model that is exactly a stock transformers class is written as that class unless
+    ``remote_code`` (see the module docstring).
+    """
+    from megatron_dlm.hf.tokenizer_export import (
+        check_auto_tokenizer,
+        declared_tokenizer_class,
+        export_tokenizer,
+    )
 
     config = hf_config_from_megatron(loaded.config, loaded.tokenizer)
-    write_weights(
-        loaded.state_dict(), config, directory, dtype=dtype, max_shard_size=max_shard_size
-    )
-    generation_config_for(config).save_pretrained(directory)
-    for name, source in CODE_FILES.items():
-        shutil.copyfile(source, directory / name)
+    arch, why = stock_architecture_for(config)
+    tokenizer_path = None if skip_tokenizer else tokenizer_model or loaded.tokenizer.model
+    if (
+        arch is not None
+        and arch.model_type == "qwen2"
+        and tokenizer_path
+        and (declared_tokenizer_class(tokenizer_path) or "").removesuffix("Fast")
+        != "Qwen2Tokenizer"
+    ):
+        # transformers 5 loads any model_type=qwen2 folder with its Qwen2Tokenizer.
+        arch, why = None, "Qwen2's shape but not Qwen2's tokenizer (transformers 5 would load "
+        why += "a Qwen2 folder with Qwen2Tokenizer)"
+    if arch is not None and not remote_code:
+        logger.info("an AR model that is exactly %s: written as that class (no remote code)",
+                    arch.causal_lm)  # fmt: skip
+        write_stock_weights(
+            loaded.state_dict(), config, arch, directory, dtype=dtype,
+            max_shard_size=max_shard_size,
+        )  # fmt: skip
+    else:
+        if config.is_causal and not remote_code:
+            logger.info("written with Megatron-DLM's modeling code (trust_remote_code): %s",
+                        why)  # fmt: skip
+        write_weights(
+            loaded.state_dict(), config, directory, dtype=dtype, max_shard_size=max_shard_size
+        )
+        generation_config_for(config).save_pretrained(directory)
+        for name, source in CODE_FILES.items():
+            shutil.copyfile(source, directory / name)
+        _add_legacy_dtype(directory / "config.json")
     if not skip_tokenizer:
-        path = tokenizer_model or loaded.tokenizer.model
+        path = tokenizer_path
         if not path:
             raise ExportError(
                 "the checkpoint records no tokenizer path: pass --tokenizer-model PATH "
@@ -223,6 +327,7 @@ def write_export(
             model_max_length=config.max_position_embeddings,
             vocab_sha256=loaded.tokenizer.vocab_sha256,
         )
+        check_auto_tokenizer(directory)
     provenance = {
         "source_checkpoint": str(loaded.directory.resolve()),
         "iteration": loaded.iteration,
@@ -233,6 +338,13 @@ def write_export(
     text = json.dumps(provenance, indent=2, default=str) + "\n"
     (directory / PROVENANCE_FILE).write_text(text, encoding="utf-8")
     return config, sorted(p.name for p in directory.iterdir())
+
+
+def _add_legacy_dtype(config_file: Path) -> None:
+    """transformers < 4.56 reads the weight dtype from ``torch_dtype`` (v5: ``dtype``)."""
+    values = json.loads(config_file.read_text(encoding="utf-8"))
+    values = legacy_config_keys(values)
+    config_file.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def load_for_export(load: str | Path) -> TrainedModel:
@@ -254,16 +366,19 @@ def convert_checkpoint(
     load: str | Path,
     output: str | Path,
     *,
-    dtype: str = "float32",
+    dtype: str | None = None,
     tokenizer_model: str | None = None,
     skip_tokenizer: bool = False,
     verify: bool = False,
     verify_rtol: float = DEFAULT_RTOL,
     max_shard_size: str | int = "5GB",
+    remote_code: bool = False,
 ) -> ExportResult:
     """Export the checkpoint ``load`` (any saved layout) to the new folder ``output``.
 
     Runs in this process (a one-process torch.distributed world is created if none exists).
+    ``dtype`` (``bf16``, ``fp16``, ``fp32``; default: the training precision) is the weights';
+    ``remote_code`` writes our modeling code also for an AR model that is a stock class.
 
     Raises:
         CheckpointError: missing or corrupt checkpoint.
@@ -272,10 +387,13 @@ def convert_checkpoint(
         VerificationError: with ``verify``, the logits differ beyond the tolerance (nothing is
             written then).
     """
-    if dtype not in DTYPES:
+    if dtype is not None and dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     output = Path(output)
     check_output_dir(output)
+    if not Path(load).exists():
+        raise CheckpointError(f"--load {load}: no such directory")
+    dtype = dtype or training_dtype(load)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -290,10 +408,11 @@ def convert_checkpoint(
                 max_shard_size=max_shard_size,
                 tokenizer_model=tokenizer_model,
                 skip_tokenizer=skip_tokenizer,
+                remote_code=remote_code,
             )
             report = None
             if verify:
-                rounding = DTYPES[dtype] if dtype != "float32" else None
+                rounding = DTYPES[dtype] if DTYPES[dtype] != torch.float32 else None
                 report = verify_export(loaded, partial, rtol=verify_rtol, round_weights_to=rounding)
                 logger.info("%s", report)
                 if not report.ok:

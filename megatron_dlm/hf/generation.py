@@ -41,6 +41,11 @@ def load_hf_generator(
         raise FileNotFoundError(f"--hf {path}: not an exported folder (no config.json)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_exported(path, device=device)
+    if not hasattr(model, "generate_sequences"):
+        raise ValueError(
+            f"--hf {path} is a stock transformers {type(model).__name__} (no Megatron-DLM code): "
+            "sample with transformers' generate() or vLLM, or export with --remote-code"
+        )
     # AutoTokenizer reads config.json through AutoConfig: trust our config class, or it prompts.
     tokenizer = HFTextTokenizer(AutoTokenizer.from_pretrained(path, trust_remote_code=True))
     values = {f.name: getattr(options, f.name) for f in fields(SamplingConfig)}

@@ -23,11 +23,15 @@ activations before its output projection.
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput, MaskedLMOutput
+from transformers.utils import ModelOutput
 
 from .configuration_megatron_dlm import MegatronDLMConfig
 
@@ -37,12 +41,35 @@ try:  # an exported folder ships the sampler next to this file
     from .diffusion import diffusion_generate
     from .options import SamplingConfig
 except ImportError:  # this file inside the megatron_dlm package
-    from megatron_dlm.sampling import (
-        GenerationOutput,
-        SamplingConfig,
-        autoregressive_generate,
-        diffusion_generate,
-    )
+    # Imported by name: transformers < 4.40 scans `except` blocks for `from X import` lines and
+    # would require megatron_dlm to be installed to load an exported folder.
+    _sampling = importlib.import_module("megatron_dlm.sampling")
+    GenerationOutput = _sampling.GenerationOutput
+    SamplingConfig = _sampling.SamplingConfig
+    autoregressive_generate = _sampling.autoregressive_generate
+    diffusion_generate = _sampling.diffusion_generate
+
+DREAM_ALGORITHMS = {
+    "origin": "random",
+    "maskgit_plus": "low_confidence",
+    "topk_margin": "margin",
+    "entropy": "entropy",
+}
+"""Dream's ``diffusion_generate(alg=...)`` -> our remasking strategy (which masked positions a
+step commits: random, most probable token, largest top-1 - top-2 margin, lowest entropy)."""
+
+
+@dataclass
+class DiffusionGenerateOutput(ModelOutput):
+    """What ``diffusion_generate(..., return_dict_in_generate=True)`` returns (Dream's fields).
+
+    Attributes:
+        sequences: [b, P + max_new_tokens]: the inputs, then the generated tokens.
+        history: with ``output_history``, the sequences after each denoising step.
+    """
+
+    sequences: torch.LongTensor | None = None
+    history: tuple[torch.LongTensor, ...] | None = None
 
 
 def make_norm(config: MegatronDLMConfig, size: int) -> nn.Module:
@@ -196,7 +223,8 @@ def route(logits: torch.Tensor, config: MegatronDLMConfig) -> tuple[torch.Tensor
 
 
 class MoE(nn.Module):
-    """Top-k routed experts plus an optional always-active shared expert."""
+    """Top-k routed experts plus an optional always-active shared expert (optionally scaled by
+    a sigmoid gate, as megatron-core's ``moe_shared_expert_gate``)."""
 
     def __init__(self, config: MegatronDLMConfig):
         super().__init__()
@@ -206,11 +234,13 @@ class MoE(nn.Module):
             MLP(config, config.moe_ffn_hidden_size, config.add_bias_linear)
             for _ in range(config.num_experts)
         )
-        self.shared_expert = None
+        self.shared_expert = self.shared_expert_gate = None
         if config.moe_shared_expert_intermediate_size:
             self.shared_expert = MLP(
                 config, config.moe_shared_expert_intermediate_size, config.add_bias_linear
             )
+            if getattr(config, "moe_shared_expert_gate", False):
+                self.shared_expert_gate = nn.Linear(config.hidden_size, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` [b, L, hidden] -> [b, L, hidden]."""
@@ -223,7 +253,10 @@ class MoE(nn.Module):
                 out.index_add_(0, tokens, expert(flat[tokens], scale=probs[tokens, slot]))
         out = out.view_as(x)
         if self.shared_expert is not None:
-            out = out + self.shared_expert(x)
+            shared = self.shared_expert(x)
+            if self.shared_expert_gate is not None:
+                shared = torch.sigmoid(self.shared_expert_gate(x)) * shared
+            out = out + shared
         return out
 
 
@@ -488,6 +521,87 @@ class MegatronDLMForMaskedLM(_LanguageModel):
             return tuple(v for v in (loss, logits, hidden) if v is not None)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden)
 
+    @torch.no_grad()
+    def diffusion_generate(
+        self,
+        inputs: torch.Tensor,
+        generation_config: GenerationConfig | None = None,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        max_new_tokens: int | None = None,
+        max_length: int | None = None,
+        steps: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        alg: str = "origin",
+        alg_temp: float | None = None,
+        output_history: bool = False,
+        return_dict_in_generate: bool = False,
+        **kwargs,
+    ) -> DiffusionGenerateOutput | torch.Tensor:
+        """Dream's ``diffusion_generate``, run by the same sampler as :meth:`generate`.
+
+        ``inputs`` [b, P] (left-padded, with ``attention_mask``) -> [b, P + max_new_tokens]:
+        Dream's semantics by default: the whole generation is one block denoised in ``steps``
+        steps, the output has its full length (no stop or cut at the end-of-sequence token).
+        ``alg`` maps to our remasking (:data:`DREAM_ALGORITHMS`); ``alg_temp`` (sampling the
+        positions to commit) is not supported. Other :meth:`sampling_options` keys
+        (``block_length``, ``threshold``, ``cfg_scale``, ``seed``, ``stop_at_eos``, ...) pass
+        through. With ``return_dict_in_generate`` the result has ``sequences`` and, with
+        ``output_history``, ``history`` (the sequences after each step).
+        """
+        if alg not in DREAM_ALGORITHMS:
+            raise ValueError(f"alg must be one of {', '.join(DREAM_ALGORITHMS)}, got {alg!r}")
+        if alg_temp:
+            raise ValueError(
+                "alg_temp > 0 (sampling which positions to commit) is not supported: "
+                "Megatron-DLM's sampler commits the most confident positions (alg_temp=0)"
+            )
+        if max_new_tokens is None and max_length is not None:
+            max_new_tokens = max_length - inputs.shape[1]
+        if max_new_tokens is None:
+            max_new_tokens = self.sampling_options(generation_config).gen_length
+        options = dict(
+            max_new_tokens=max_new_tokens,
+            block_length=max_new_tokens,
+            remasking=DREAM_ALGORITHMS[alg],
+            stop_at_eos=False,
+            truncate_after_eos=False,
+        )
+        given = dict(steps=steps, temperature=temperature, top_p=top_p, top_k=top_k)
+        options.update({k: v for k, v in given.items() if v is not None}, **kwargs)
+        history = [] if output_history and return_dict_in_generate else None
+        if history is not None:
+            resolved = self.sampling_options(generation_config, **options)
+            if resolved.threshold is not None or resolved.stop_at_eos:
+                raise ValueError("output_history needs a fixed number of steps per sequence: "
+                                 "no threshold, stop_at_eos=False")  # fmt: skip
+            self._logits_fn = self._recording_logits_fn(history, len(inputs))
+        try:
+            sequences = self.generate(inputs, attention_mask, generation_config, **options)
+        finally:
+            self.__dict__.pop("_logits_fn", None)
+        if not return_dict_in_generate:
+            return sequences
+        if history is not None:
+            states = [*history[1:], sequences[:, -max_new_tokens:].cpu()]
+            generated = [torch.cat([inputs, s.to(inputs)[:, -max_new_tokens:]], 1) for s in states]
+            history = tuple(generated)
+        return DiffusionGenerateOutput(sequences=sequences, history=history)
+
+    def _recording_logits_fn(self, history: list[torch.Tensor], batch: int):
+        """The sampler's logits function, recording the tokens it is given (the state before
+        each step; the first ``batch`` rows: classifier-free guidance adds unconditional
+        ones)."""
+        logits_fn = type(self)._logits_fn.__get__(self)
+
+        def record(tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+            history.append(tokens[:batch].clone())
+            return logits_fn(tokens, valid)
+
+        return record
+
     def _sample(self, prompts, options: SamplingConfig) -> GenerationOutput:
         if self.config.mask_token_id is None:
             raise ValueError("config.mask_token_id is not set: diffusion sampling needs it")
@@ -548,6 +662,7 @@ class MegatronDLMForCausalLM(_LanguageModel):
 
 
 __all__ = [
+    "DiffusionGenerateOutput",
     "MegatronDLMForCausalLM",
     "MegatronDLMForMaskedLM",
     "MegatronDLMModel",

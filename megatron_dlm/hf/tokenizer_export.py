@@ -8,6 +8,9 @@ carry a ``tokenizers`` JSON that ``AutoTokenizer.from_pretrained(folder)`` loads
   the ``tokenizer_config.json`` beside it or, if there is none, one naming the special tokens;
 * a sentencepiece model is converted by ``megatron_dlm.data.hf_tokenizer.export_hf_tokenizer``
   (the exact conversion tools/train_tokenizer.py --hf-output uses).
+
+BPE merges are written in the form every ``tokenizers`` release reads (:func:`write_portable`),
+so the folder's tokenizer also loads under transformers 4.38.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def export_tokenizer(
             shutil.copyfile(beside, output_dir / TOKENIZER_CONFIG_FILE)
     else:
         _export_sentencepiece(path, output_dir)
+    write_portable(output_dir / TOKENIZER_FILE)
     tokens = _check_vocabulary(
         output_dir / TOKENIZER_FILE, vocab_size, special_ids or {}, vocab_sha256
     )
@@ -91,6 +95,63 @@ def export_tokenizer(
         text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
         (output_dir / TOKENIZER_CONFIG_FILE).write_text(text, encoding="utf-8")
     return [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE]
+
+
+def write_portable(tokenizer_file: Path) -> bool:
+    """Rewrite a BPE ``tokenizer.json`` so that ``tokenizers`` < 0.20 (transformers 4.38,
+    LLaDA's pin) reads it: merges as ``"a b"`` strings, not ``["a", "b"]`` pairs.
+
+    Both forms mean the same merges and newer releases read either. Left as it is when the
+    string form would be ambiguous (a merge part holds a space) or lose meaning
+    (``ignore_merges``, which older releases do not know): those tokenizers need a newer
+    ``tokenizers`` anyway. Returns whether the file was rewritten.
+    """
+    data = json.loads(tokenizer_file.read_text(encoding="utf-8"))
+    model = data.get("model") or {}
+    merges = model.get("merges")
+    if model.get("type") != "BPE" or not merges or not isinstance(merges[0], list):
+        return False
+    if model.get("ignore_merges") or any(" " in part for pair in merges for part in pair):
+        return False
+    model["merges"] = [" ".join(pair) for pair in merges]
+    model.pop("ignore_merges", None)
+    tokenizer_file.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    return True
+
+
+SAMPLE_TEXT = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)  # w5 w6\n"
+"""Text :func:`check_auto_tokenizer` encodes both ways."""
+
+
+def declared_tokenizer_class(tokenizer_model_path: str | Path) -> str | None:
+    """``tokenizer_class`` of the ``tokenizer_config.json`` beside a ``tokenizer.json``."""
+    path = Path(tokenizer_model_path).expanduser()
+    config = (path if path.is_dir() else path.parent) / TOKENIZER_CONFIG_FILE
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+
+
+def check_auto_tokenizer(directory: str | Path) -> None:
+    """``AutoTokenizer.from_pretrained(directory)`` must encode as the folder's tokenizer.json.
+
+    transformers 5 picks the tokenizer class from config.json's model type for some models
+    (Qwen2: its own ``Qwen2Tokenizer``, which rebuilds a byte-level BPE from the vocabulary):
+    a folder whose tokenizer is another kind would load and tokenize wrongly, silently.
+    """
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    expected = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+    expected = expected.encode(SAMPLE_TEXT, add_special_tokens=False).ids
+    loaded = AutoTokenizer.from_pretrained(directory)
+    got = loaded.encode(SAMPLE_TEXT, add_special_tokens=False)
+    if got != expected:
+        raise TokenizerExportError(
+            f"AutoTokenizer.from_pretrained({directory}) gives a {type(loaded).__name__} that "
+            f"does not encode as its {TOKENIZER_FILE} ({got[:8]} vs {expected[:8]})"
+        )
 
 
 def _export_sentencepiece(model_file: Path, output_dir: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ class VerifyReport:
     positions: int
     rounded_to: str | None = None
     """The dtype the Megatron weights were rounded to first (a reduced-precision export)."""
+    against: str | None = None
+    """What the Megatron model was compared with (default: the exported folder)."""
 
     @property
     def ok(self) -> bool:
@@ -29,8 +32,11 @@ class VerifyReport:
 
     def __str__(self) -> str:
         rounded = f"; Megatron weights rounded to {self.rounded_to}" if self.rounded_to else ""
+        against = f" against {self.against}" if self.against else ""
+        relative = self.max_abs_diff / max(1.0, self.max_abs_logit)
         return (
-            f"verify: max |logits difference| = {self.max_abs_diff:.3e} over {self.positions} "
+            f"verify{against}: max |logits difference| = {self.max_abs_diff:.3e} "
+            f"({relative:.1e} relative) over {self.positions} "
             f"token positions (2 sequences, one left-padded), tolerance {self.tolerance:.3e} "
             f"(largest |logit| {self.max_abs_logit:.3g}{rounded}): "
             + ("OK" if self.ok else "FAILED")
@@ -52,13 +58,23 @@ def sample_batch(
     return tokens, valid
 
 
-def load_exported(directory: str | Path, *, dtype: torch.dtype = torch.float32, device=None):
-    """The exported model through the Auto classes with ``trust_remote_code`` (as users load it).
+def is_stock_export(directory: str | Path) -> bool:
+    """Whether the folder is a stock transformers class (no ``auto_map``, no remote code)."""
+    config = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    return "auto_map" not in config
 
-    DLMs load as ``AutoModelForMaskedLM``, AR models as ``AutoModelForCausalLM``.
+
+def load_exported(directory: str | Path, *, dtype: torch.dtype = torch.float32, device=None):
+    """The exported model through the Auto classes, as users load it.
+
+    DLMs load as ``AutoModelForMaskedLM``, AR models as ``AutoModelForCausalLM``: our modeling
+    code with ``trust_remote_code``, or the stock class (Llama, Qwen, ...) without.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
+    if is_stock_export(directory):
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+        return model.to(device or "cpu").eval()
     config = AutoConfig.from_pretrained(directory, trust_remote_code=True)
     auto = AutoModelForCausalLM if config.is_causal else AutoModelForMaskedLM
     model = auto.from_pretrained(directory, trust_remote_code=True, dtype=dtype)
@@ -92,8 +108,14 @@ def verify_export(
     fn = megatron_logits_fn(model, bidirectional=loaded.config.objective.bidirectional)
     reference = fn(tokens, valid)[..., : vocab.size]
     exported = load_exported(directory, device=device)
-    logits = exported(input_ids=tokens.to(device), attention_mask=valid.to(device)).logits
-    logits = logits.float().cpu()
+    # Positions as the Megatron model counts them (stock classes start at the left padding).
+    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    logits = exported(
+        input_ids=tokens.to(device),
+        attention_mask=valid.long().to(device),
+        position_ids=positions.to(device),
+    ).logits
+    logits = logits.float().cpu()[..., : vocab.size]
     if logits.shape != reference.shape:
         raise ValueError(f"exported logits have shape {tuple(logits.shape)}, "
                          f"the Megatron model's {tuple(reference.shape)}")  # fmt: skip
@@ -105,4 +127,5 @@ def verify_export(
         tolerance=rtol * max(1.0, scale),
         positions=int(valid.sum()),
         rounded_to=str(round_weights_to).replace("torch.", "") if round_weights_to else None,
+        against=f"the stock {type(exported).__name__}" if is_stock_export(directory) else None,
     )

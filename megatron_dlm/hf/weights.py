@@ -1,20 +1,31 @@
-"""The mapping between megatron-core GPTModel weights (TP=PP=EP=1 names) and the HF model's.
+"""Weight names and layouts between megatron-core's GPTModel and Hugging Face models.
 
-    megatron-core (local spec)                              Hugging Face (modeling_megatron_dlm)
-    embedding.word_embeddings.weight [V_pad, h]             model.embed_tokens.weight [V, h]
-    embedding.position_embeddings.weight                    model.embed_positions.weight
-    decoder.layers.{i}.input_layernorm.*                    model.layers.{i}.input_layernorm.*
-    decoder.layers.{i}.self_attention.linear_qkv.*          ...self_attn.{q,k,v}_proj.*  (split)
-    decoder.layers.{i}.self_attention.{q,k}_layernorm.*     ...self_attn.{q,k}_norm.*
-    decoder.layers.{i}.self_attention.linear_proj.*         ...self_attn.o_proj.*
-    decoder.layers.{i}.pre_mlp_layernorm.*                  ...post_attention_layernorm.*
-    decoder.layers.{i}.mlp.linear_fc1.*                     ...mlp.{gate,up}_proj.*  (split)
-    decoder.layers.{i}.mlp.linear_fc2.*                     ...mlp.down_proj.*
-    decoder.layers.{i}.mlp.router.*                         ...mlp.router.*
-    ...mlp.experts.local_experts.{e}.linear_fc{1,2}.*       ...mlp.experts.{e}.{gate,up,down}_proj.*
-    ...mlp.shared_experts.linear_fc{1,2}.*                  ...mlp.shared_expert.{gate,up,down}_proj
-    decoder.final_layernorm.*                               model.norm.*
-    output_layer.weight [V_pad, h] (untied only)            lm_head.weight [V, h]
+One :class:`WeightTable` per Hugging Face architecture, read in both directions (export:
+Megatron -> HF, import: HF -> Megatron), so the two can never disagree. Megatron names are the
+TP=PP=EP=1 names of the local layer spec; ``{layer}``, ``{expert}`` and ``{param}`` (``weight``
+or ``bias``) are placeholders:
+
+    megatron-core (local spec)                         MEGATRON_DLM (our modeling code)
+    embedding.word_embeddings.weight [V_pad, h]        model.embed_tokens.weight [V, h]
+    embedding.position_embeddings.weight               model.embed_positions.weight
+    L.input_layernorm.*                                model.layers.{i}.input_layernorm.*
+    L.self_attention.linear_qkv.*  (fused)             ...self_attn.{q,k,v}_proj.*
+    L.self_attention.{q,k}_layernorm.*                 ...self_attn.{q,k}_norm.*
+    L.self_attention.linear_proj.*                     ...self_attn.o_proj.*
+    L.pre_mlp_layernorm.*                              ...post_attention_layernorm.*
+    L.mlp.linear_fc1.*  (fused)                        ...mlp.{gate,up}_proj.*
+    L.mlp.linear_fc2.*                                 ...mlp.down_proj.*
+    L.mlp.router.*                                     ...mlp.router.*
+    L.mlp.experts.local_experts.{e}.linear_fc{1,2}.*   ...mlp.experts.{e}.{gate,up,down}_proj.*
+    L.mlp.shared_experts.linear_fc{1,2}.*              ...mlp.shared_expert.{gate,up,down}_proj.*
+    L.mlp.shared_experts.gate_weight                   ...mlp.shared_expert_gate.weight
+    decoder.final_layernorm.*                          model.norm.*
+    output_layer.weight [V_pad, h] (untied only)       lm_head.weight [V, h]
+
+(``L`` = ``decoder.layers.{i}``.) ``LLAMA`` (Llama, Qwen2, Qwen3: the same names; QKV biases
+and QK-norm are present or not) is the dense part of it; ``QWEN2_MOE`` names the router
+``mlp.gate``; ``MIXTRAL`` has ``block_sparse_moe.gate`` and experts ``w1`` (gate), ``w3``
+(up), ``w2`` (down).
 
 Layouts: the fused QKV holds, per key/value group g, that group's query heads, then its key
 head, then its value head: rows [g, (heads per group + 2) x head_dim]. The SwiGLU fc1 holds the
@@ -25,24 +36,12 @@ padding for tensor parallelism) are dropped; the reverse mapping pads them back 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
 from megatron_dlm.hf.configuration_megatron_dlm import MegatronDLMConfig
-
-_LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
-_EXPERT = re.compile(r"mlp\.experts\.local_experts\.(\d+)\.(linear_fc[12])\.(weight|bias)")
-_SIMPLE = {  # megatron name inside a layer -> HF name inside the layer
-    "input_layernorm": "input_layernorm",
-    "self_attention.q_layernorm": "self_attn.q_norm",
-    "self_attention.k_layernorm": "self_attn.k_norm",
-    "self_attention.linear_proj": "self_attn.o_proj",
-    "pre_mlp_layernorm": "post_attention_layernorm",
-    "mlp.router": "mlp.router",
-    "mlp.linear_fc2": "mlp.down_proj",
-    "mlp.shared_experts.linear_fc2": "mlp.shared_expert.down_proj",
-}
-_FC1 = {"mlp.linear_fc1": "mlp", "mlp.shared_experts.linear_fc1": "mlp.shared_expert"}
 
 
 class WeightMappingError(ValueError):
@@ -65,120 +64,250 @@ def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: Megatron
     return torch.cat(parts, dim=1).reshape(-1, *rest)
 
 
-def megatron_to_hf(
-    state: dict[str, torch.Tensor], config: MegatronDLMConfig
-) -> dict[str, torch.Tensor]:
-    """HF tensors from a TP=PP=EP=1 megatron-core state dict (``_extra_state`` is ignored).
+Kind = Literal["copy", "qkv", "fc1", "vocab"]
 
-    Raises:
-        WeightMappingError: a tensor is left unmapped, or an expected one is missing.
+
+@dataclass(frozen=True)
+class Rule:
+    """One Megatron tensor and the Hugging Face tensor(s) it is made of.
+
+    Kinds: ``copy`` (same tensor), ``qkv`` (fused <-> q, k, v), ``fc1`` (fused <-> gate, up
+    for SwiGLU; the up projection alone otherwise), ``vocab`` (rows past the vocabulary are
+    Megatron's padding).
     """
-    state = {k: v for k, v in state.items() if not k.endswith("_extra_state")}
-    vocab = config.vocab_size
-    out: dict[str, torch.Tensor] = {}
 
-    def take(name: str) -> torch.Tensor:
-        if name not in state:
-            raise WeightMappingError(f"the checkpoint has no {name}")
-        return state.pop(name)
+    megatron: str
+    hf: tuple[str, ...]
+    kind: Kind = "copy"
+    _patterns: tuple[re.Pattern, re.Pattern] = field(init=False, repr=False, compare=False)
 
-    out["model.embed_tokens.weight"] = take("embedding.word_embeddings.weight")[:vocab]
-    if config.position_embedding_type == "learned_absolute":
-        out["model.embed_positions.weight"] = take("embedding.position_embeddings.weight")
+    def __post_init__(self):
+        object.__setattr__(self, "_patterns", (_compile(self.megatron), _compile(self.hf[-1])))
+
+    def match_megatron(self, name: str) -> dict[str, str] | None:
+        match = self._patterns[0].fullmatch(name)
+        return match.groupdict() if match else None
+
+    def match_hf(self, name: str) -> dict[str, str] | None:
+        """Matches the rule's last HF name (present for every kind: v, up, or the tensor)."""
+        match = self._patterns[1].fullmatch(name)
+        return match.groupdict() if match else None
+
+
+_PLACEHOLDERS = {"{layer}": r"(?P<layer>\d+)", "{expert}": r"(?P<expert>\d+)",
+                 "{param}": r"(?P<param>weight|bias)"}  # fmt: skip
+
+
+def _compile(template: str) -> re.Pattern:
+    pattern = re.escape(template)
+    for placeholder, group in _PLACEHOLDERS.items():
+        pattern = pattern.replace(re.escape(placeholder), group)
+    return re.compile(pattern)
+
+
+@dataclass(frozen=True)
+class WeightTable:
+    """The weight names of one Hugging Face architecture (see the module docstring)."""
+
+    name: str
+    rules: tuple[Rule, ...]
+
+    def megatron_to_hf(
+        self, state: dict[str, torch.Tensor], config: MegatronDLMConfig
+    ) -> dict[str, torch.Tensor]:
+        """HF tensors from a TP=PP=EP=1 megatron-core state dict (``_extra_state`` ignored).
+
+        Raises:
+            WeightMappingError: a tensor is left unmapped, or an expected one is missing.
+        """
+        state = {k: v for k, v in state.items() if not k.endswith("_extra_state")}
+        if config.tie_word_embeddings:
+            state.pop("output_layer.weight", None)  # the embedding itself
+        for name in _required_megatron(config):
+            if name not in state:
+                raise WeightMappingError(f"the checkpoint has no {name}")
+        out: dict[str, torch.Tensor] = {}
+        unmapped = []
+        for name in sorted(state):
+            rule, groups = self._rule_for_megatron(name)
+            if rule is None:
+                if name.startswith("decoder.layers."):
+                    raise WeightMappingError(f"no Hugging Face name for {name}")
+                unmapped.append(name)
+                continue
+            names = [template.format(**groups) for template in rule.hf]
+            out.update(zip(_hf_names(rule, names, config), _split(rule, state[name], config)))
+        if unmapped:
+            raise WeightMappingError(f"unmapped checkpoint tensors: {', '.join(unmapped)}")
+        return out
+
+    def hf_to_megatron(
+        self, state: dict[str, torch.Tensor], config: MegatronDLMConfig, padded_vocab_size: int
+    ) -> dict[str, torch.Tensor]:
+        """Inverse of :meth:`megatron_to_hf`: megatron-core TP=PP=EP=1 names, vocabulary padded
+        with zero rows to ``padded_vocab_size``. A tied model's ``lm_head.weight`` (the
+        embedding itself) is dropped."""
+        state = dict(state)
+        if config.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        out: dict[str, torch.Tensor] = {}
+        for rule in self.rules:
+            for name in sorted(k for k in state if rule.match_hf(k) is not None):
+                groups = rule.match_hf(name)
+                names = _hf_names(rule, [t.format(**groups) for t in rule.hf], config)
+                missing = [n for n in names if n not in state]
+                if missing:
+                    raise WeightMappingError(
+                        f"the Hugging Face weights have {name} but not {', '.join(missing)}"
+                    )
+                parts = [state.pop(n) for n in names]
+                out[rule.megatron.format(**groups)] = _fuse(rule, parts, config, padded_vocab_size)
+        if state:
+            raise WeightMappingError(f"unmapped Hugging Face tensors: {', '.join(sorted(state))}")
+        for name in _required_megatron(config):
+            if name not in out:
+                hf = next(r.hf[0] for r in self.rules if r.megatron == name)
+                raise WeightMappingError(f"the Hugging Face weights have no {hf}")
+        return out
+
+    def _rule_for_megatron(self, name: str) -> tuple[Rule | None, dict[str, str]]:
+        for rule in self.rules:
+            groups = rule.match_megatron(name)
+            if groups is not None:
+                return rule, groups
+        return None, {}
+
+
+def _required_megatron(config: MegatronDLMConfig) -> list[str]:
+    names = ["embedding.word_embeddings.weight"]
     if not config.tie_word_embeddings:
-        out["lm_head.weight"] = take("output_layer.weight")[:vocab]
-    for suffix in ("weight", "bias"):
-        if f"decoder.final_layernorm.{suffix}" in state:
-            out[f"model.norm.{suffix}"] = take(f"decoder.final_layernorm.{suffix}")
-    for name in sorted(k for k in state if _LAYER.match(k)):
-        layer, rest = _LAYER.match(name).groups()
-        prefix = f"model.layers.{layer}."
-        module, _, suffix = rest.rpartition(".")
-        tensor = take(name)
-        if module == "self_attention.linear_qkv":
-            for proj, part in zip("qkv", split_qkv(tensor, config)):
-                out[f"{prefix}self_attn.{proj}_proj.{suffix}"] = part
-        elif module in _SIMPLE:
-            out[f"{prefix}{_SIMPLE[module]}.{suffix}"] = tensor
-        elif module in _FC1:
-            out.update(_split_fc1(tensor, f"{prefix}{_FC1[module]}", suffix, config))
-        elif match := _EXPERT.fullmatch(rest):
-            expert, fc, suffix = match.groups()
-            target = f"{prefix}mlp.experts.{expert}"
-            if fc == "linear_fc1":
-                out.update(_split_fc1(tensor, target, suffix, config))
-            else:
-                out[f"{target}.down_proj.{suffix}"] = tensor
-        else:
-            raise WeightMappingError(f"no Hugging Face name for {name}")
-    if state:
-        raise WeightMappingError(f"unmapped checkpoint tensors: {', '.join(sorted(state))}")
-    return out
+        names.append("output_layer.weight")
+    if config.position_embedding_type == "learned_absolute":
+        names.append("embedding.position_embeddings.weight")
+    return names
 
 
-def _split_fc1(tensor: torch.Tensor, target: str, suffix: str, config: MegatronDLMConfig):
-    if not config.swiglu:
-        return {f"{target}.up_proj.{suffix}": tensor}
-    gate, up = tensor.chunk(2, dim=0)
-    return {f"{target}.gate_proj.{suffix}": gate, f"{target}.up_proj.{suffix}": up}
+def _hf_names(rule: Rule, names: list[str], config: MegatronDLMConfig) -> list[str]:
+    """The HF names a rule has for this config: a GELU fc1 is the up projection alone."""
+    if rule.kind == "fc1" and not config.swiglu:
+        return names[-1:]
+    return names
+
+
+def _split(rule: Rule, tensor: torch.Tensor, config: MegatronDLMConfig) -> list[torch.Tensor]:
+    if rule.kind == "qkv":
+        return list(split_qkv(tensor, config))
+    if rule.kind == "fc1" and config.swiglu:
+        return list(tensor.chunk(2, dim=0))
+    if rule.kind == "vocab":
+        return [tensor[: config.vocab_size]]
+    return [tensor]
+
+
+def _fuse(rule: Rule, parts: list[torch.Tensor], config: MegatronDLMConfig, padded: int):
+    if rule.kind == "qkv":
+        return fuse_qkv(*parts, config)
+    if rule.kind == "fc1":
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+    if rule.kind == "vocab":
+        (tensor,) = parts
+        extra = padded - tensor.shape[0]
+        if extra < 0:
+            raise WeightMappingError(
+                f"{rule.hf[0]} has {tensor.shape[0]} rows, more than the {padded} the Megatron "
+                "model holds"
+            )
+        return torch.cat([tensor, tensor.new_zeros(extra, *tensor.shape[1:])]) if extra else tensor
+    return parts[0]
+
+
+# The tables ---------------------------------------------------------------------------------
+
+_L, _H = "decoder.layers.{layer}.", "model.layers.{layer}."
+
+
+def _mlp(megatron: str, hf: str, gate: str = "gate_proj", up: str = "up_proj",
+         down: str = "down_proj") -> tuple[Rule, ...]:  # fmt: skip
+    """A (SwiGLU or GELU) MLP: Megatron's fused fc1 and fc2 under ``megatron`` and ``hf``."""
+    return (
+        Rule(
+            f"{megatron}.linear_fc1.{{param}}",
+            (f"{hf}.{gate}.{{param}}", f"{hf}.{up}.{{param}}"),
+            "fc1",
+        ),  # fmt: skip
+        Rule(f"{megatron}.linear_fc2.{{param}}", (f"{hf}.{down}.{{param}}",)),
+    )
+
+
+_COMMON = (
+    Rule("embedding.word_embeddings.weight", ("model.embed_tokens.weight",), "vocab"),
+    Rule("output_layer.weight", ("lm_head.weight",), "vocab"),
+    Rule("decoder.final_layernorm.{param}", ("model.norm.{param}",)),
+    Rule(_L + "input_layernorm.{param}", (_H + "input_layernorm.{param}",)),
+    Rule(
+        _L + "self_attention.linear_qkv.{param}",
+        tuple(f"{_H}self_attn.{p}_proj.{{param}}" for p in "qkv"),
+        "qkv",
+    ),
+    Rule(_L + "self_attention.q_layernorm.{param}", (_H + "self_attn.q_norm.{param}",)),
+    Rule(_L + "self_attention.k_layernorm.{param}", (_H + "self_attn.k_norm.{param}",)),
+    Rule(_L + "self_attention.linear_proj.{param}", (_H + "self_attn.o_proj.{param}",)),
+    Rule(_L + "pre_mlp_layernorm.{param}", (_H + "post_attention_layernorm.{param}",)),
+    *_mlp(_L + "mlp", _H + "mlp"),
+)
+
+_EXPERTS = _mlp(_L + "mlp.experts.local_experts.{expert}", _H + "mlp.experts.{expert}")
+_SHARED_EXPERT = (
+    *_mlp(_L + "mlp.shared_experts", _H + "mlp.shared_expert"),
+    Rule(_L + "mlp.shared_experts.gate_weight", (_H + "mlp.shared_expert_gate.weight",)),
+)
+
+MEGATRON_DLM = WeightTable(
+    "megatron_dlm",
+    (
+        *_COMMON,
+        Rule("embedding.position_embeddings.weight", ("model.embed_positions.weight",)),
+        Rule(_L + "mlp.router.{param}", (_H + "mlp.router.{param}",)),
+        *_EXPERTS,
+        *_SHARED_EXPERT,
+    ),
+)
+"""Our own modeling code (``modeling_megatron_dlm.py``): every architecture we train."""
+
+LLAMA = WeightTable("llama", _COMMON)
+"""``LlamaForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``."""
+
+QWEN2_MOE = WeightTable(
+    "qwen2_moe",
+    (*_COMMON, Rule(_L + "mlp.router.weight", (_H + "mlp.gate.weight",)), *_EXPERTS,
+     *_SHARED_EXPERT),
+)  # fmt: skip
+"""``Qwen2MoeForCausalLM`` (and Qwen3-MoE's names: no shared expert)."""
+
+MIXTRAL = WeightTable(
+    "mixtral",
+    (
+        *_COMMON,
+        Rule(_L + "mlp.router.weight", (_H + "block_sparse_moe.gate.weight",)),
+        *_mlp(_L + "mlp.experts.local_experts.{expert}", _H + "block_sparse_moe.experts.{expert}",
+              gate="w1", up="w3", down="w2"),
+    ),
+)  # fmt: skip
+"""``MixtralForCausalLM``."""
+
+
+def megatron_to_hf(
+    state: dict[str, torch.Tensor], config: MegatronDLMConfig, table: WeightTable = MEGATRON_DLM
+) -> dict[str, torch.Tensor]:
+    """:meth:`WeightTable.megatron_to_hf` of ``table`` (default: our own modeling code)."""
+    return table.megatron_to_hf(state, config)
 
 
 def hf_to_megatron(
-    state: dict[str, torch.Tensor], config: MegatronDLMConfig, padded_vocab_size: int
+    state: dict[str, torch.Tensor],
+    config: MegatronDLMConfig,
+    padded_vocab_size: int,
+    table: WeightTable = MEGATRON_DLM,
 ) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`megatron_to_hf`: megatron-core TP=PP=EP=1 names, vocabulary padded
-    with zero rows to ``padded_vocab_size``."""
-    state = dict(state)
-    out: dict[str, torch.Tensor] = {}
-
-    def take(name: str) -> torch.Tensor:
-        if name not in state:
-            raise WeightMappingError(f"the Hugging Face weights have no {name}")
-        return state.pop(name)
-
-    def pad_vocab(tensor: torch.Tensor) -> torch.Tensor:
-        extra = padded_vocab_size - tensor.shape[0]
-        return torch.cat([tensor, tensor.new_zeros(extra, *tensor.shape[1:])]) if extra else tensor
-
-    embed = take("model.embed_tokens.weight")
-    out["embedding.word_embeddings.weight"] = pad_vocab(embed)
-    if config.tie_word_embeddings:
-        state.pop("lm_head.weight", None)  # the embedding itself
-    else:
-        out["output_layer.weight"] = pad_vocab(take("lm_head.weight"))
-    if config.position_embedding_type == "learned_absolute":
-        out["embedding.position_embeddings.weight"] = take("model.embed_positions.weight")
-    for suffix in ("weight", "bias"):
-        if f"model.norm.{suffix}" in state:
-            out[f"decoder.final_layernorm.{suffix}"] = take(f"model.norm.{suffix}")
-    reverse = {hf: meg for meg, hf in _SIMPLE.items()}
-    for layer in range(config.num_hidden_layers):
-        src, dst = f"model.layers.{layer}.", f"decoder.layers.{layer}."
-        for suffix in ("weight", "bias"):
-            q = state.pop(f"{src}self_attn.q_proj.{suffix}", None)
-            if q is not None:
-                k = take(f"{src}self_attn.k_proj.{suffix}")
-                v = take(f"{src}self_attn.v_proj.{suffix}")
-                out[f"{dst}self_attention.linear_qkv.{suffix}"] = fuse_qkv(q, k, v, config)
-        for hf_name, meg_name in reverse.items():
-            for suffix in ("weight", "bias"):
-                key = f"{src}{hf_name}.{suffix}"
-                if key in state:
-                    out[f"{dst}{meg_name}.{suffix}"] = state.pop(key)
-        mlps = {"mlp": "mlp.linear_fc1", "mlp.shared_expert": "mlp.shared_experts.linear_fc1"}
-        for e in range(config.num_experts or 0):
-            mlps[f"mlp.experts.{e}"] = f"mlp.experts.local_experts.{e}.linear_fc1"
-        for hf_name, meg_fc1 in mlps.items():
-            for suffix in ("weight", "bias"):
-                up = state.pop(f"{src}{hf_name}.up_proj.{suffix}", None)
-                if up is None:
-                    continue
-                if config.swiglu:
-                    up = torch.cat([take(f"{src}{hf_name}.gate_proj.{suffix}"), up])
-                out[f"{dst}{meg_fc1}.{suffix}"] = up
-                if hf_name.startswith("mlp.experts."):
-                    meg_fc2 = meg_fc1.replace("linear_fc1", "linear_fc2")
-                    out[f"{dst}{meg_fc2}.{suffix}"] = take(f"{src}{hf_name}.down_proj.{suffix}")
-    if state:
-        raise WeightMappingError(f"unmapped Hugging Face tensors: {', '.join(sorted(state))}")
-    return out
+    """:meth:`WeightTable.hf_to_megatron` of ``table`` (default: our own modeling code)."""
+    return table.hf_to_megatron(state, config, padded_vocab_size)

@@ -81,6 +81,7 @@ def transformer_config(cfg: DLMConfig) -> TransformerConfig:
             moe_router_topk=model.moe_router_topk,
             moe_ffn_hidden_size=model.moe_ffn_hidden_size,
             moe_shared_expert_intermediate_size=model.moe_shared_expert_intermediate_size,
+            moe_shared_expert_gate=model.moe_shared_expert_gate,
             moe_layer_freq=model.moe_layer_freq,
             moe_router_load_balancing_type=model.moe_router_load_balancing_type,
             moe_router_score_function=model.moe_router_score_function,

@@ -14,6 +14,7 @@ from megatron_dlm.checkpoint import (
     TrainState,
     has_checkpoint,
     load_checkpoint,
+    saved_vocab_rows,
 )
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.models.vocab import Vocab
@@ -39,6 +40,25 @@ def length_multiple(cfg: DLMConfig) -> int:
     return multiple
 
 
+def match_saved_vocab_rows(cfg: DLMConfig, vocab: Vocab, load: str) -> None:
+    """Build the embedding with as many rows as the checkpoint at ``load`` holds.
+
+    Megatron pads the vocabulary to a multiple of ``make_vocab_size_divisible_by`` x TP, so a
+    checkpoint saved at another TP (or imported from Hugging Face at TP=1) may hold another row
+    count than this run would pad to; the padding rows are never produced by the tokenizer.
+    Adopted when the rows cover the vocabulary and split over this TP (else the load reports
+    the mismatch).
+    """
+    rows = saved_vocab_rows(load)
+    tp = cfg.parallel.tensor_model_parallel_size
+    if rows is None or rows == vocab.padded_size(cfg.model.make_vocab_size_divisible_by, tp):
+        return
+    if rows >= vocab.size and rows % tp == 0:
+        logger.info("the checkpoint's embedding has %d rows (a %d-token vocabulary, padded): "
+                    "building the model with as many", rows, vocab.size)  # fmt: skip
+        cfg.model.make_vocab_size_divisible_by = rows // tp
+
+
 def pretrain(cfg: DLMConfig) -> TrainState:
     """Train the model ``cfg`` describes; collective (call on every rank). Returns the state."""
     from megatron_dlm.data.datasets import build_data_loader, build_datasets
@@ -54,6 +74,8 @@ def pretrain(cfg: DLMConfig) -> TrainState:
         tokenizer = checked.tokenizer
         vocab = Vocab.from_tokenizer(tokenizer)
         layout = resolve_batch_layout(cfg, ctx.data_parallel_size)
+        if cfg.checkpoint.load and has_checkpoint(cfg.checkpoint.load):
+            match_saved_vocab_rows(cfg, vocab, cfg.checkpoint.load)
         model = setup_model(cfg, vocab)
         padded = vocab.padded_size(
             cfg.model.make_vocab_size_divisible_by, cfg.parallel.tensor_model_parallel_size

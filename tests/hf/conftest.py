@@ -13,6 +13,12 @@ from megatron_dlm.config import DLMConfig, ModelConfig, ObjectiveConfig, Paralle
 from megatron_dlm.hf.verify import sample_batch
 from megatron_dlm.testing import run_distributed
 from tests.hf import workers
+from tests.hf.stock_models import (
+    EOS_ID,
+    TOKENIZER_SIZE,
+    stock_logits,
+    write_stock_model,
+)
 
 SEQ = 32
 
@@ -170,3 +176,52 @@ def exported_ar(tmp_path_factory, tokenizer_json) -> Exported:
 
 def batch(length: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
     return sample_batch(workers.VOCAB.size, length, workers.VOCAB.pad_id)
+
+
+def cli(script: str, *argv) -> tuple[int, str]:
+    """``tools/<script> argv`` (its main()) in a one-rank worker: exit status and output."""
+    argv = [str(a) for a in argv]
+    # A conversion loads transformers and megatron-core: allow for a busy machine.
+    (result,) = run_distributed(workers.run_tool, 1, args=(script, argv), timeout=480)
+    return result
+
+
+def stock_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sequences over the stock models' vocabulary, the second left-padded (with </s>)."""
+    return sample_batch(TOKENIZER_SIZE, 24, EOS_ID, seed=1)
+
+
+class ImportedStock:
+    """A tiny stock model (tests/hf/stock_models.py) imported with --verify."""
+
+    def __init__(self, kind: str, root: Path):
+        self.kind = kind
+        self.hf = write_stock_model(kind, root / "hf")
+        self.checkpoint = root / "ckpt"
+        self.status, self.output = cli(
+            "convert_hf_to_megatron.py", "--hf", self.hf, "--save", self.checkpoint, "--verify"
+        )
+        tokens, valid = stock_batch()
+        self.reference = stock_logits(self.hf, tokens, valid)[..., :TOKENIZER_SIZE]
+        """transformers' logits of the source model on :func:`stock_batch`."""
+
+
+class _Imports(dict):
+    def __init__(self, factory):
+        super().__init__()
+        self.factory = factory
+
+    def __missing__(self, kind: str) -> ImportedStock:
+        self[kind] = ImportedStock(kind, self.factory.mktemp(kind))
+        return self[kind]
+
+
+_IMPORTS: list[_Imports] = []
+
+
+@pytest.fixture
+def imported(tmp_path_factory) -> dict[str, ImportedStock]:
+    """Imports of every architecture in ARCHITECTURES, built on first use, once per session."""
+    if not _IMPORTS:
+        _IMPORTS.append(_Imports(tmp_path_factory))
+    return _IMPORTS[0]

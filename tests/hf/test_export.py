@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -118,23 +119,30 @@ def test_loads_offline_without_megatron_dlm(exported_dlm, exported_ar, tmp_path)
     """A fresh interpreter that cannot import megatron_dlm or megatron loads both exports."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")  # fmt: skip
-    paths = [str(exported_dlm.export), str(exported_ar.export)]
+    # transformers names a folder's remote code after the folder: both exports are called
+    # "hf", so one of them gets another name (else AutoModel reuses the first one's class).
+    ar_export = tmp_path / "ar_hf"
+    shutil.copytree(exported_ar.export, ar_export)
+    paths = [str(exported_dlm.export), str(ar_export)]
     proc = subprocess.run(
         [sys.executable, "-c", OFFLINE_SCRIPT, *paths],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.split("RESULT", 1)[1])
-    for exported, head in ((exported_dlm, "ForMaskedLM"), (exported_ar, "ForCausalLM")):
-        got = results[str(exported.export)]
+    # A DLM answers AutoModel with its logits (as LLaDA and Dream); an AR model with the
+    # transformer alone (transformers' convention).
+    for path, head, base in ((paths[0], "ForMaskedLM", "MegatronDLMForMaskedLM"),
+                             (paths[1], "ForCausalLM", "MegatronDLMModel")):  # fmt: skip
+        got = results[path]
         assert got["config"] == "MegatronDLMConfig"
         assert got["model"] == f"MegatronDLM{head}"
-        assert got["base"] == "MegatronDLMModel"
+        assert got["base"] == base
     # The other head is refused (checked on the first folder: transformers registers remote
     # classes per process, and both folders' code is the same module).
     assert results[str(exported_dlm.export)]["wrong_head"] == "refused"
-    for exported in (exported_dlm, exported_ar):
-        got = results[str(exported.export)]
+    for exported, path in ((exported_dlm, paths[0]), (exported_ar, paths[1])):
+        got = results[path]
         assert got["ids"] == [[5, 6, 7, 8]]
         assert got["special"] == [99, 1, 0]
         assert len(got["generated"][0]) == 12

@@ -73,6 +73,23 @@ def test_weight_mapping_round_trip(case):
     assert bad == []
 
 
+@pytest.mark.parametrize(
+    "table, model",
+    [
+        ("LLAMA", dict(num_query_groups=2, qk_layernorm=True, add_qkv_bias=True)),
+        ("QWEN2_MOE", dict(num_experts=4, moe_shared_expert_intermediate_size=40,
+                           moe_shared_expert_gate=True, add_qkv_bias=True)),
+        ("MIXTRAL", dict(num_experts=4, num_query_groups=2)),
+        ("MEGATRON_DLM", dict(num_experts=4, moe_shared_expert_intermediate_size=40,
+                              moe_shared_expert_gate=True)),
+    ],
+)  # fmt: skip
+def test_every_table_maps_both_ways(table, model):
+    cfg = model_config(ParallelConfig(), "ar", untie_embeddings_and_output_weights=True, **model)
+    (bad,) = run_distributed(workers.state_dict_round_trip, 1, args=(cfg, table))
+    assert bad == []
+
+
 def test_weight_mapping_rejects_unknown_and_missing_tensors():
     small = dict(vocab_size=4, hidden_size=4, num_attention_heads=1, num_hidden_layers=0)
     config = MegatronDLMConfig(**small)

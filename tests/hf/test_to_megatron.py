@@ -56,4 +56,4 @@ def test_command_line_rejects_a_folder_that_is_not_an_export(tmp_path, capsys):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     assert tool.main(["--hf", str(tmp_path), "--save", str(tmp_path / "ckpt")]) == 2
-    assert "not an exported folder" in capsys.readouterr().err
+    assert "not a Hugging Face model folder" in capsys.readouterr().err

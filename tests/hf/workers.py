@@ -143,10 +143,11 @@ def run_cli_with_swapped_gate_up(argv: list[str]) -> tuple[int, str]:
         convert_module.megatron_to_hf = correct
 
 
-def state_dict_round_trip(cfg_dict: dict) -> list[str]:
-    """Names of tensors that megatron -> HF -> megatron does not reproduce exactly."""
+def state_dict_round_trip(cfg_dict: dict, table: str = "MEGATRON_DLM") -> list[str]:
+    """Names of tensors that megatron -> HF -> megatron (through ``weights.<table>``) does not
+    reproduce exactly."""
+    from megatron_dlm.hf import weights
     from megatron_dlm.hf.convert import hf_config_from_megatron
-    from megatron_dlm.hf.weights import hf_to_megatron, megatron_to_hf
     from megatron_dlm.models.provider import build_model
     from megatron_dlm.runtime.distributed import init_distributed
 
@@ -157,7 +158,8 @@ def state_dict_round_trip(cfg_dict: dict) -> list[str]:
     state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
     config = hf_config_from_megatron(cfg, TOKENIZER)
     padded = state["embedding.word_embeddings.weight"].shape[0]
-    back = hf_to_megatron(megatron_to_hf(dict(state), config), config, padded)
+    mapping = getattr(weights, table)
+    back = mapping.hf_to_megatron(mapping.megatron_to_hf(dict(state), config), config, padded)
     bad = sorted(set(state) ^ set(back))
     for name, tensor in state.items():
         if name in back:
@@ -200,7 +202,7 @@ def import_export(hf_dir: str, save: str) -> str:
     """tools/convert_hf_to_megatron.py's library call."""
     from megatron_dlm.hf.to_megatron import import_hf_folder
 
-    return str(import_hf_folder(hf_dir, save, iteration=3))
+    return str(import_hf_folder(hf_dir, save, iteration=3).checkpoint)
 
 
 def load_for_training(cfg_dict: dict, root: str, tokens: torch.Tensor, valid: torch.Tensor):
@@ -217,3 +219,103 @@ def load_for_training(cfg_dict: dict, root: str, tokens: torch.Tensor, valid: to
     model.eval()
     fn = megatron_logits_fn(model, bidirectional=cfg.objective.bidirectional)
     return fn(tokens, valid)[..., : VOCAB.size]
+
+
+def run_tool(script: str, argv: list[str]) -> tuple[int, str]:
+    """``tools/<script>``'s main() in this (one-rank) process: exit status and output."""
+    import contextlib
+    import io
+
+    path = ROOT / "tools" / script
+    spec = importlib.util.spec_from_file_location(script.replace(".py", ""), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+        status = module.main(argv)
+    return status, text.getvalue()
+
+
+def _pipeline_logits(loaded, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor | None:
+    """Full logits through megatron-core's pipeline schedule (forward only); last stage only."""
+    from megatron.core import parallel_state, tensor_parallel
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from megatron_dlm.sampling.megatron_model import attention_mask_for
+
+    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    mask = attention_mask_for(valid, loaded.bidirectional)
+    collected: list[torch.Tensor] = []
+
+    def loss_func(output_tensor):
+        collected.append(tensor_parallel.gather_from_tensor_model_parallel_region(output_tensor))
+        return output_tensor.sum() * 0, torch.tensor(1, dtype=torch.int), {}
+
+    def forward_step(data_iterator, model):
+        return model(tokens, positions, attention_mask=mask), loss_func
+
+    with torch.no_grad():
+        get_forward_backward_func()(
+            forward_step_func=forward_step,
+            data_iterator=iter([None]),
+            model=loaded.model,
+            num_microbatches=1,
+            seq_length=tokens.shape[1],
+            micro_batch_size=tokens.shape[0],
+            forward_only=True,
+        )
+    if not parallel_state.is_pipeline_last_stage(ignore_virtual=True):
+        return None
+    return collected[0].float()
+
+
+def logits_at_layout(roots: list[str], parallel: dict, tokens: torch.Tensor, valid: torch.Tensor):
+    """Each checkpoint rebuilt by ``load_trained`` at ``parallel``: full logits over its
+    tokenizer's vocabulary (None on ranks that do not hold them)."""
+    from megatron_dlm.config import ParallelConfig
+    from megatron_dlm.models import load_trained
+    from megatron_dlm.runtime.distributed import init_distributed
+    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
+
+    layout = ParallelConfig(**parallel)
+    init_distributed(layout, seed=5)
+    out = []
+    for root in roots:
+        loaded = load_trained(root, layout)
+        if layout.pipeline_model_parallel_size > 1:
+            logits = _pipeline_logits(loaded, tokens, valid)
+        else:
+            logits = megatron_logits_fn(loaded.module, bidirectional=loaded.bidirectional)(
+                tokens, valid
+            )
+        out.append(None if logits is None else logits[..., : loaded.vocab.size])
+    return out
+
+
+def imported_embedding(root: str) -> torch.Tensor:
+    """The checkpoint's full word embedding [padded rows, h]."""
+    from megatron_dlm.models import load_trained
+    from megatron_dlm.runtime.distributed import single_process
+
+    with single_process():
+        return load_trained(root, for_export=True).module.embedding.word_embeddings.weight.detach()
+
+
+def import_with_a_mapping_bug(argv: list[str]) -> tuple[int, str]:
+    """tools/convert_hf_to_megatron.py with a bug: the first two embedding rows swapped (a tied
+    model: the logits of those tokens swap everywhere)."""
+    from megatron_dlm.hf import to_megatron
+
+    correct = to_megatron.resize_vocabulary
+
+    def broken(tensors, *args, **kwargs):
+        out = correct(tensors, *args, **kwargs)
+        embedding = out["model.embed_tokens.weight"].clone()
+        embedding[[0, 1]] = embedding[[1, 0]]
+        return {**out, "model.embed_tokens.weight": embedding}
+
+    to_megatron.resize_vocabulary = broken
+    try:
+        return run_tool("convert_hf_to_megatron.py", argv)
+    finally:
+        to_megatron.resize_vocabulary = correct
