@@ -49,7 +49,10 @@ def match_saved_vocab_rows(cfg: DLMConfig, vocab: Vocab, load: str) -> None:
     Adopted when the rows cover the vocabulary and split over this TP (else the load reports
     the mismatch).
     """
-    rows = saved_vocab_rows(load)
+    try:
+        rows = saved_vocab_rows(load)
+    except CheckpointError:
+        return  # damaged or unreadable: the load verifies it and names what is wrong
     tp = cfg.parallel.tensor_model_parallel_size
     if rows is None or rows == vocab.padded_size(cfg.model.make_vocab_size_divisible_by, tp):
         return

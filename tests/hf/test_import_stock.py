@@ -173,6 +173,8 @@ def test_import_into_a_folder_with_an_imported_tokenizer_is_refused(imported):
     result = imported["qwen2"]
     before = sorted(p.name for p in result.checkpoint.iterdir())
     status, text = import_cli("--hf", result.hf, "--save", result.checkpoint)
+    assert status == 2 and "already holds checkpoints" in text and "--overwrite" in text, text
+    status, text = import_cli("--hf", result.hf, "--save", result.checkpoint, "--overwrite")
     assert status == 2 and "already holds an imported tokenizer" in text, text
     assert sorted(p.name for p in result.checkpoint.iterdir()) == before
 

@@ -232,7 +232,10 @@ def run_tool(script: str, argv: list[str]) -> tuple[int, str]:
     spec.loader.exec_module(module)
     text = io.StringIO()
     with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
-        status = module.main(argv)
+        try:
+            status = module.main(argv)
+        except SystemExit as exc:  # argparse's usage errors
+            status = exc.code
     return status, text.getvalue()
 
 
