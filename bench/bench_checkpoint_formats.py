@@ -12,8 +12,13 @@ warms up (dist_checkpointing's one-time setup) and is not counted:
   fully_reshardable  --dist-ckpt-optim-fully-reshardable: the state gathered per parameter
                      (resumes at any layout)
 
+and, in the same rounds, the default format saved with --async-save (the time the training
+loop is blocked, and the time until the checkpoint is complete on disk) and the share of a
+resume spent verifying the files against the checkpoint's manifest.
+
 Prints median seconds per save and per resume (the slower rank's), the ratios
-fully_reshardable / dp_reshardable, and the checkpoint sizes.
+fully_reshardable / dp_reshardable and sync / async (blocked time), the manifest check's cost,
+and the checkpoint sizes.
 """
 
 from __future__ import annotations
@@ -76,7 +81,14 @@ def _batches():
 
 def measure(layers: int, hidden: int, rounds: int, workdir: str) -> dict:
     """Rank function: save and resume times per format (collective)."""
-    from megatron_dlm.checkpoint import TrainState, load_checkpoint, save_checkpoint
+    from megatron_dlm.checkpoint import (
+        CheckpointSaver,
+        TrainState,
+        load_checkpoint,
+        resolve_checkpoint,
+        save_checkpoint,
+        verify_checkpoint,
+    )
     from megatron_dlm.models.vocab import Vocab
     from megatron_dlm.objectives import build_objective
     from megatron_dlm.runtime.distributed import init_distributed
@@ -101,6 +113,8 @@ def measure(layers: int, hidden: int, rounds: int, workdir: str) -> dict:
     trainer.train_step(_batches())
     state = TrainState(iteration=1, consumed_samples=layout.global_batch_size)
     times: dict[str, dict[str, list[float]]] = {f: {"save": [], "resume": []} for f in FORMATS}
+    asynchronous: dict[str, list[float]] = {"blocked": [], "complete": [], "verify": []}
+    saver = CheckpointSaver(Path(workdir) / "async", async_save=True)
     sizes = {}
 
     def timed(fn) -> float:
@@ -134,8 +148,23 @@ def measure(layers: int, hidden: int, rounds: int, workdir: str) -> dict:
             if round_index == 0:
                 times[name]["save"].pop()
                 times[name]["resume"].pop()
+        # --async-save: save() returns once the state is staged; close() waits for the writer
+        # and completes the checkpoint (manifest, rename, tracker).
+        start = time.perf_counter()
+        blocked = timed(lambda: saver.save(state, model, optimizer, scheduler))
+        saver.close()
+        torch.distributed.barrier()
+        complete = torch.tensor([time.perf_counter() - start])
+        torch.distributed.all_reduce(complete, op=torch.distributed.ReduceOp.MAX)
+        directory = resolve_checkpoint(saver.root)
+        verify = timed(lambda directory=directory: verify_checkpoint(directory))
+        if round_index > 0:
+            asynchronous["blocked"].append(blocked)
+            asynchronous["complete"].append(float(complete))
+            asynchronous["verify"].append(verify)
     return {
         "times": times,
+        "async": asynchronous,
         "sizes": sizes,
         "parameters": count_parameters(model),  # DP=2: each rank holds the whole model
     }
@@ -171,6 +200,17 @@ def main() -> None:
     for kind in ("save", "resume"):
         ratio = med["fully_reshardable"][kind] / med["dp_reshardable"][kind]
         print(f"ratio {kind} fully_reshardable / dp_reshardable = {ratio:.2f}")
+    a = {k: statistics.median(v) for k, v in result["async"].items()}
+    sync_save, resume = med["dp_reshardable"]["save"], med["dp_reshardable"]["resume"]
+    print(
+        f"dp_reshardable --async-save: training blocked {a['blocked']:6.2f} s, checkpoint "
+        f"complete after {a['complete']:6.2f} s"
+    )
+    print(f"ratio save blocked sync / async = {sync_save / a['blocked']:.2f}")
+    print(
+        f"manifest verification at load: {a['verify']:.3f} s = "
+        f"{100 * a['verify'] / resume:.1f}% of a dp_reshardable resume ({resume:.2f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -294,6 +294,7 @@ class CheckpointSaver:
         if self._queue is not None:
             self._queue.close()
             self._queue = None
+        self._prepared = False  # a later save prepares again (a new background writer)
 
 
 def remove_old_checkpoints(root: Path, keep: int) -> None:

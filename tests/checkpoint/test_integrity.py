@@ -93,6 +93,12 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("iter_*")) == ["iter_0000001"]
 
 
+def test_an_async_saver_saves_again_after_close(tmp_path):
+    (saved,) = run_distributed(workers.async_saves_across_close, 1, args=(str(tmp_path),))
+    assert saved == [1, 2, 2]
+    run_distributed(workers.load_weights, 1, args=(str(tmp_path),))
+
+
 def test_rotation_never_removes_the_tracked_checkpoint(tmp_path):
     for iteration in (2, 4, 6, 8):
         directory = tmp_path / f"iter_{iteration:07d}"

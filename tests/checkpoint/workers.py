@@ -37,6 +37,20 @@ def save_with_a_nan_weight(root: str) -> str:
     return "saved"
 
 
+def async_saves_across_close(root: str) -> list[int]:
+    """Background saves before and after close() (the end of a training phase): both complete."""
+    from megatron_dlm.checkpoint import CheckpointSaver, TrainState, list_checkpoints, read_tracker
+
+    cfg, model = _model()
+    saver = CheckpointSaver(root, async_save=True)
+    saved = []
+    for iteration in (1, 2):
+        saver.save(TrainState(iteration=iteration), model, config=cfg)
+        saver.close()
+        saved.append(read_tracker(root))
+    return saved + [len(list_checkpoints(root))]
+
+
 def load_weights(root: str) -> None:
     from megatron_dlm.checkpoint import load_model_weights, resolve_checkpoint
 
