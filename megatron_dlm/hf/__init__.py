@@ -5,7 +5,7 @@
 * ``convert``: checkpoint (any TP/PP/EP layout) -> folder (tools/convert_to_hf.py);
   ``verify``: logits of the two compared; ``weights``: the tensor mapping, both directions.
 * ``to_megatron``: folder -> checkpoint (tools/convert_hf_to_megatron.py).
-* ``tokenizer_export``, ``generation`` (tools/generate.py --hf).
+* ``tokenizer_export``: the tokenizer files of an export.
 
 Nothing is imported here, so ``import megatron_dlm.hf`` does not pull in transformers.
 """

@@ -504,8 +504,9 @@ class _LanguageModel(MegatronDLMPreTrainedModel):
 
         Keys are :class:`SamplingConfig` fields (``gen_length``, ``steps``, ``block_length``,
         ``remasking``, ``threshold``, ``temperature``, ``top_k``, ``top_p``, ``cfg_scale``,
-        ``seed``, ...). Hugging Face names work too: ``max_new_tokens`` is ``gen_length``, and
-        ``do_sample=False`` means greedy (temperature 0) unless a temperature is passed here.
+        ``seed``, ``cache`` none/prefix/dual, ...). Hugging Face names work too:
+        ``max_new_tokens`` is ``gen_length``, and ``do_sample=False`` means greedy
+        (temperature 0) unless a temperature is passed here.
         """
         config = generation_config or self.generation_config
         fields = set(SamplingConfig.__dataclass_fields__)
