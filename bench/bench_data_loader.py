@@ -4,8 +4,9 @@
         [--seq-length 256] [--micro-batch-size 8] [--workers 0 1 2] [--batches 2000]
 
 build_datasets over real stdlib tokens (--unique-tokens 5M, replayed for 100 epochs, so the
-stream crosses epoch boundaries) and build_data_loader for one rank, as the trainer reads it.
-For each worker count: --warmup batches (worker start-up, first permutation) are not timed, then
+stream crosses epoch boundaries, each with new windows unless --epoch-windows fixed) and
+build_data_loader for one rank, as the trainer reads it.
+For each worker count: --warmup batches (worker start-up, the first epoch's cut) are not timed, then
 --batches are. Compare tokens/s with the trainer's tokens/s at the same size: the target is
 >= 10x headroom. The dataset is generated once and cached: see dataset_corpus.py.
 """
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--unique-tokens", type=int, default=5_000_000)
+    parser.add_argument("--epoch-windows", choices=["recut", "fixed"], default="recut")
     parser.add_argument("--tokens", type=int, default=20_000_000, help="dataset size")
     parser.add_argument("--corpus-dir", default=dataset_corpus.DEFAULT_DIR)
     args = parser.parse_args()
@@ -44,9 +46,12 @@ def main() -> None:
         data_path=[prefix],
         split="99,1,0",
         unique_tokens=args.unique_tokens,
+        epoch_windows=args.epoch_windows,
         data_cache_path=tempfile.mkdtemp(prefix="loader_bench_"),
     )
-    per_epoch = plan_datasets(data, seq_length=args.seq_length, train_samples=1).samples_per_epoch
+    per_epoch = plan_datasets(
+        data, seq_length=args.seq_length, train_samples=1, seed=1234
+    ).samples_per_epoch
     train = build_datasets(
         data,
         seq_length=args.seq_length,
@@ -58,7 +63,8 @@ def main() -> None:
     ).train
     print(
         f"seq {args.seq_length}, micro-batch {args.micro_batch_size}: {per_epoch:,} samples/epoch "
-        f"of --unique-tokens {args.unique_tokens:,}; load average {os.getloadavg()[0]:.2f} on "
+        f"of --unique-tokens {args.unique_tokens:,}, --epoch-windows {args.epoch_windows}; "
+        f"load average {os.getloadavg()[0]:.2f} on "
         f"{os.cpu_count()} cores"
     )
     batch_tokens = args.micro_batch_size * args.seq_length

@@ -6,16 +6,21 @@ unique tokens are repeated:
 
     epochs = training tokens / unique tokens
     training tokens = --train-tokens, or --train-iters x --global-batch-size x --seq-length
-    unique tokens   = --unique-tokens (the first documents holding that many tokens; the
-                      training data loader defines the exact boundary rule), or all tokens
+    unique tokens   = --unique-tokens, drawn from the documents exactly as training draws them
+                      (same --seed, --unique-tokens-sample and --unique-tokens-boundary; with
+                      several prefixes, split between them by their token counts), or all tokens
 
-A --unique-tokens larger than the data is an error (training would refuse it too).
+The prefixes are the training data as --train-data-path gives it; --split 969,30,1 takes the
+training split of each, as --data-path does. A --unique-tokens larger than the data is an error
+(training would refuse it too).
 
 Examples:
 
     python tools/dataset_info.py runs/data/stdlib_train_text_document
     python tools/dataset_info.py runs/data/stdlib_train_text_document \\
         --unique-tokens 1e6 --train-tokens 150e6
+    python tools/dataset_info.py runs/data/stdlib_text_document --split 969,30,1 \\
+        --unique-tokens 1e6 --unique-tokens-sample first --seed 1234
     python tools/dataset_info.py data/a_text_document data/b_text_document \\
         --train-iters 20000 --global-batch-size 256 --seq-length 2048 --json
 
@@ -25,11 +30,14 @@ Exit status: 0, 1 for a missing or corrupt dataset or an impossible budget, 2 fo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
 import numpy as np
 
+from megatron_dlm.config import TrainingConfig
+from megatron_dlm.data.budget import blend_budgets, split_document_range, split_fractions
 from megatron_dlm.data.indexed import IndexedDatasetError, IndexSummary, read_index
 from megatron_dlm.data.metadata import (
     DatasetMetadataError,
@@ -57,12 +65,39 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("prefix", nargs="+", help="dataset prefix(es), without .bin/.idx")
     parser.add_argument("--unique-tokens", type=_count, help="cap on unique training tokens")
+    parser.add_argument(
+        "--unique-tokens-sample",
+        choices=["random", "first"],
+        default="random",
+        help="which documents --unique-tokens keeps: a random sample seeded by --seed, or the "
+        "first ones (as training; default: random)",
+    )
+    parser.add_argument(
+        "--unique-tokens-boundary",
+        choices=["cut", "whole"],
+        default="cut",
+        help="the last document kept: cut so that the count is exact, or whole (default: cut)",
+    )
+    seed = next(f.default for f in dataclasses.fields(TrainingConfig) if f.name == "seed")
+    parser.add_argument(
+        "--seed", type=int, default=seed, help=f"the training seed (default: {seed})"
+    )
+    parser.add_argument(
+        "--split",
+        help="take the training split of each prefix, as --data-path with --split does "
+        "(default: the whole prefixes, as --train-data-path)",
+    )
     parser.add_argument("--train-tokens", type=_count, help="training budget in tokens")
     parser.add_argument("--train-iters", type=_count, help="training budget in iterations")
     parser.add_argument("--global-batch-size", type=_count, help="sequences per iteration")
     parser.add_argument("--seq-length", type=_count, help="tokens per sequence")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
+    if args.split is not None:
+        try:
+            split_fractions(args.split)
+        except ValueError as exc:
+            parser.error(str(exc))
     by_iters = (args.train_iters, args.global_batch_size, args.seq_length)
     if args.train_tokens and any(by_iters):
         parser.error("give --train-tokens or --train-iters/--global-batch-size/--seq-length")
@@ -94,23 +129,55 @@ def describe(summary: IndexSummary) -> dict:
     return info
 
 
+def training_lengths(args: argparse.Namespace, summary: IndexSummary) -> np.ndarray:
+    """Tokens per document of the prefix's training documents (all, or its --split share)."""
+    if args.split is None:
+        return summary.document_lengths
+    documents = split_document_range(summary.num_documents, args.split, "train")
+    if documents is None:
+        raise ValueError(f"--split {args.split} gives the training split no documents")
+    return summary.document_lengths[documents.start : documents.stop]
+
+
 def budget(args: argparse.Namespace, summaries: list[IndexSummary]) -> dict | None:
     """Unique and training tokens, and epochs; raises ValueError for an impossible budget."""
-    total = sum(s.num_tokens for s in summaries)
+    lengths = [training_lengths(args, s) for s in summaries]
+    total = sum(int(x.sum()) for x in lengths)
     train = args.train_tokens
     if args.train_iters:
         train = args.train_iters * args.global_batch_size * args.seq_length
     if not train and not args.unique_tokens:
         return None
-    unique = args.unique_tokens or total
-    if unique > total:
-        raise ValueError(
-            f"--unique-tokens {unique:,} is larger than the data: {total:,} tokens in "
-            f"{len(summaries)} dataset(s); lower it or add data"
+    if not args.unique_tokens:
+        result = {"unique_tokens": total, "unique_documents": sum(len(x) for x in lengths)}
+    else:
+        if args.unique_tokens > total:
+            data = (
+                "the data" if args.split is None else f"the training split (--split {args.split})"
+            )
+            raise ValueError(
+                f"--unique-tokens {args.unique_tokens:,} is larger than {data}: {total:,} tokens "
+                f"in {len(summaries)} dataset(s); lower it or add data"
+            )
+        budgets = blend_budgets(
+            lengths,
+            args.unique_tokens,
+            weights=None,
+            sample=args.unique_tokens_sample,
+            boundary=args.unique_tokens_boundary,
+            seed=args.seed,
+            names=[s.prefix for s in summaries],
         )
-    lengths = np.concatenate([s.document_lengths for s in summaries])
-    documents = int(np.searchsorted(np.cumsum(lengths), unique) + 1)
-    result = {"unique_tokens": unique, "unique_documents": min(documents, lengths.size)}
+        result = {
+            "unique_tokens": sum(b.tokens for b in budgets),
+            "unique_documents": sum(b.documents for b in budgets),
+            "requested_unique_tokens": args.unique_tokens,
+            "sample": args.unique_tokens_sample,
+            "boundary": args.unique_tokens_boundary,
+            "seed": args.seed if args.unique_tokens_sample == "random" else None,
+            "boundary_documents_cut": sum(b.is_cut for b in budgets),
+        }
+    unique = result["unique_tokens"]
     if train:
         result.update(train_tokens=train, epochs=train / unique)
     return result
@@ -138,22 +205,32 @@ def report(infos: list[dict], plan: dict | None) -> str:
             f"total: {sum(i['documents'] for i in infos):,} documents, "
             f"{sum(i['tokens'] for i in infos):,} tokens"
         )
-    if plan:
-        lines.append(
-            f"unique tokens: {plan['unique_tokens']:,} (the first {plan['unique_documents']:,} "
-            f"documents hold them)"
+    if plan and "requested_unique_tokens" in plan:
+        how = (
+            f"drawn at random with --seed {plan['seed']}"
+            if plan["sample"] == "random"
+            else "the first ones"
         )
-        if "epochs" in plan:
-            epochs = plan["epochs"]
-            verdict = (
-                f"the budget repeats the unique tokens {epochs:,.2f} times"
-                if epochs > 1
-                else "less than one pass over the unique tokens"
-            )
-            lines.append(
-                f"budget: {plan['train_tokens']:,} training tokens = {epochs:,.2f} epochs "
-                f"({verdict})"
-            )
+        cut = plan["boundary_documents_cut"]
+        lines.append(
+            f"unique tokens: {plan['unique_tokens']:,} in {plan['unique_documents']:,} documents "
+            f"({how}; {cut or 'no'} boundary document{'s' if cut != 1 else ''} cut)"
+        )
+    elif plan:
+        lines.append(
+            f"unique tokens: {plan['unique_tokens']:,} (all {plan['unique_documents']:,} "
+            f"training documents)"
+        )
+    if plan and "epochs" in plan:
+        epochs = plan["epochs"]
+        verdict = (
+            f"the budget repeats the unique tokens {epochs:,.2f} times"
+            if epochs > 1
+            else "less than one pass over the unique tokens"
+        )
+        lines.append(
+            f"budget: {plan['train_tokens']:,} training tokens = {epochs:,.2f} epochs ({verdict})"
+        )
     return "\n".join(lines)
 
 

@@ -18,8 +18,9 @@ from megatron_dlm.checkpoint.info import (
     read_checkpoint_info,
     saved_vocab_rows,
 )
-from megatron_dlm.checkpoint.loading import load_checkpoint, load_model_weights
-from megatron_dlm.checkpoint.saving import save_checkpoint, save_model_weights
+from megatron_dlm.checkpoint.loading import load_checkpoint, load_model_weights, verify_checkpoint
+from megatron_dlm.checkpoint.manifest import MANIFEST_FILE, verify_manifest, write_manifest
+from megatron_dlm.checkpoint.saving import CheckpointSaver, save_checkpoint, save_model_weights
 from megatron_dlm.checkpoint.state import TrainState
 from megatron_dlm.checkpoint.tokenizer_record import TokenizerRecord
 from megatron_dlm.checkpoint.tracker import (
@@ -34,6 +35,8 @@ from megatron_dlm.checkpoint.tracker import (
 __all__ = [
     "ARCHITECTURE_FIELDS",
     "CHECKPOINT_VERSION",
+    "MANIFEST_FILE",
+    "CheckpointSaver",
     "TRACKER_FILE",
     "CheckpointError",
     "CheckpointInfo",
@@ -51,4 +54,7 @@ __all__ = [
     "save_checkpoint",
     "save_model_weights",
     "saved_vocab_rows",
+    "verify_checkpoint",
+    "verify_manifest",
+    "write_manifest",
 ]

@@ -9,9 +9,10 @@ from typing import Any
 from megatron.core import dist_checkpointing
 
 from megatron_dlm.checkpoint.errors import CheckpointError
+from megatron_dlm.checkpoint.manifest import verify_manifest
 from megatron_dlm.checkpoint.state import TrainState
 from megatron_dlm.checkpoint.tokenizer_record import TokenizerRecord
-from megatron_dlm.checkpoint.tracker import resolve_checkpoint
+from megatron_dlm.checkpoint.tracker import COMMON_FILE, resolve_checkpoint
 from megatron_dlm.config import DLMConfig
 
 CHECKPOINT_VERSION = 2
@@ -60,6 +61,7 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         CheckpointError: missing, incomplete or unreadable checkpoint, or a malformed record.
     """
     directory = resolve_checkpoint(path)
+    verify_manifest(directory, names=[COMMON_FILE], collective=False)
     try:
         common = dist_checkpointing.load_common_state_dict(str(directory))
     except BaseException as exc:  # torch's CheckpointException derives from BaseException

@@ -11,6 +11,7 @@ from megatron.core import dist_checkpointing
 from megatron_dlm.checkpoint.compat import check_compatible
 from megatron_dlm.checkpoint.errors import CheckpointError
 from megatron_dlm.checkpoint.info import read_checkpoint_info
+from megatron_dlm.checkpoint.manifest import verify_manifest
 from megatron_dlm.checkpoint.sharded import (
     load_model_state,
     model_sharded_state_dict,
@@ -20,6 +21,7 @@ from megatron_dlm.checkpoint.sharded import (
 )
 from megatron_dlm.checkpoint.state import TrainState
 from megatron_dlm.checkpoint.tokenizer_record import TokenizerRecord
+from megatron_dlm.checkpoint.tracker import resolve_checkpoint
 from megatron_dlm.config import DLMConfig
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,34 @@ def _load(state: dict, directory: Path, what: str) -> dict:
         ) from exc
 
 
+def _collective() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def verify_checkpoint(directory: Path) -> None:
+    """Check the files against the manifest (split over the ranks when a world exists)."""
+    if not verify_manifest(directory, collective=_collective()):
+        logger.warning("%s has no manifest (written by an older version): its files cannot "
+                       "be checked for damage", directory)  # fmt: skip
+
+
+def _check_finite(model: list[torch.nn.Module], directory: Path) -> None:
+    bad = [
+        name
+        for chunk in model
+        for name, p in chunk.named_parameters()
+        if not bool(torch.isfinite(p.detach()).all())
+    ]
+    flag = torch.tensor([float(len(bad))])
+    if _collective():
+        if torch.distributed.get_backend() == "nccl":
+            flag = flag.cuda()
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    if flag.item() > 0:
+        where = f" (e.g. {bad[0]})" if bad else ""
+        raise CheckpointError(f"{directory}: the loaded weights hold NaN/Inf values{where}")
+
+
 def load_checkpoint(
     path: str | Path,
     model: list[torch.nn.Module],
@@ -54,8 +84,9 @@ def load_checkpoint(
 
     Returns the train state to continue from (a fresh one with ``finetune``).
     """
-    info = read_checkpoint_info(path)
-    directory = info.directory
+    directory = resolve_checkpoint(path)
+    verify_checkpoint(directory)
+    info = read_checkpoint_info(directory)
     check_compatible(info, config, tokenizer, finetune=finetune)
     with_optimizer = load_optim and not finetune and optimizer is not None
     metadata = dist_checkpointing.load_content_metadata(str(directory)) or {}
@@ -76,6 +107,7 @@ def load_checkpoint(
         state.pop("rng_state")
     loaded = _load(state, directory, "the checkpoint")
     load_model_state(model, loaded)
+    _check_finite(model, directory)
     if with_optimizer:
         optimizer.load_state_dict(loaded["optimizer"])
         if scheduler is not None and loaded.get("opt_param_scheduler"):
@@ -89,8 +121,18 @@ def load_checkpoint(
     return info.train_state
 
 
-def load_model_weights(model_chunks: list[torch.nn.Module], directory: str | Path) -> None:
-    """Load weights saved at any layout (by either save function) into this rank's chunks."""
+def load_model_weights(
+    model_chunks: list[torch.nn.Module], directory: str | Path, *, verify: bool = True
+) -> None:
+    """Load weights saved at any layout (by either save function) into this rank's chunks.
+
+    With ``verify``, the files are checked against the manifest first (when there is one) and
+    the loaded weights must be finite.
+    """
     directory = Path(directory)
+    if verify:
+        verify_checkpoint(directory)
     state = _load(model_sharded_state_dict(model_chunks), directory, "the model weights")
     load_model_state(model_chunks, state)
+    if verify:
+        _check_finite(model_chunks, directory)

@@ -33,10 +33,20 @@ class DataConfig:
     data_cache_path: str | None = None
     """Where to cache the sample indices (default: next to the data)."""
     unique_tokens: int | None = None
-    """Cap the training data to its first documents holding at least this many tokens (the
-    boundary document is included whole; a weighted blend splits the cap by weight); the compute
-    budget (--train-iters or --train-tokens) then replays that set for as many epochs as it
-    needs, reshuffled each epoch."""
+    """Cap the training data to exactly this many unique tokens, drawn as whole documents of the
+    training split (see --unique-tokens-sample, --unique-tokens-boundary; a weighted blend
+    splits the cap by weight); the compute budget (--train-iters or --train-tokens) then replays
+    that set for as many epochs as it needs (see --epoch-windows)."""
+    unique_tokens_sample: Literal["random", "first"] = "random"
+    """Which documents --unique-tokens keeps: a random sample of the training split, seeded by
+    --seed (random), or its first documents in file order (first)."""
+    unique_tokens_boundary: Literal["cut", "whole"] = "cut"
+    """The last document --unique-tokens keeps: cut after the tokens that make the count exact
+    (cut), or kept whole, so that the set holds up to one document more (whole)."""
+    epoch_windows: Literal["recut", "fixed"] = "recut"
+    """Training windows per epoch: each epoch shuffles the documents anew and cuts new
+    windows, as Megatron-LM's multi-epoch GPTDataset does (recut), or every epoch replays the
+    windows of one cut in a new order (fixed)."""
     num_workers: int = 2
     """Data-loader worker processes per rank."""
     mmap_bin_files: bool = True

@@ -158,6 +158,10 @@ class CheckpointConfig:
     """Do not load RNG states from the checkpoint."""
     finetune: bool = False
     """Load only the weights: start at iteration 0 with fresh optimizer, scheduler and data."""
+    async_save: bool = False
+    """Write checkpoint shards in a background process while training continues (megatron-core's
+    asynchronous torch_dist save); the next save, or the end of the run, waits for it, and the
+    tracker names a checkpoint only once its files are complete and verified."""
     exit_signal_handler: bool = True
     """On SIGTERM or SIGUSR1 (e.g. SLURM preemption), save a checkpoint and exit cleanly."""
 

@@ -12,7 +12,8 @@ prefix is then built by megatron-core's ``BlendedMegatronDatasetBuilder`` as a o
 :class:`~megatron_dlm.data.gpt_dataset.BudgetedGPTDataset` per split (rank 0 builds and caches
 the indices, the other ranks load them), and
 :class:`~megatron_dlm.data.replay.EpochReplayDataset` blends the prefixes and replays epochs
-lazily. Rules: docs/datasets.md.
+lazily, re-cutting each epoch's windows (``--epoch-windows recut``) or replaying one cut
+(``fixed``). Rules: docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 
@@ -60,7 +62,8 @@ def build_datasets(
     Args:
         data: the data section (paths, --split, --unique-tokens, cache, mmap, eod mask).
         seq_length: tokens per sample.
-        seed: seeds megatron-core's one-epoch shuffle and the per-epoch permutations.
+        seed: seeds the unique-token draw, megatron-core's one-epoch shuffle and the per-epoch
+            permutations and cuts.
         tokenizer: ``vocab_size``, ``eod``, ``pad`` and ``unique_identifiers`` (a
             ``DLMTokenizer`` or megatron-core ``MegatronTokenizer``).
         train_samples: samples the compute budget consumes (train iters x global batch).
@@ -92,6 +95,7 @@ def build_datasets(
         data,
         seq_length=seq_length,
         train_samples=train_samples,
+        seed=seed,
         valid_samples=valid_samples,
         test_samples=test_samples,
         summaries=summaries,
@@ -106,13 +110,21 @@ def build_datasets(
             seed=seed,
             draws_per_cycle=[c.draws_per_cycle for c in info.components[name]],
             reshuffle=name == "train",
+            windows=data.epoch_windows,
         )
     _log_info(info, data)
     return DatasetSplits(info=info, **datasets)
 
 
 def _dataset_config(
-    data: DataConfig, *, seq_length: int, seed: int, tokenizer, unique_tokens: int | None, **blend
+    data: DataConfig,
+    *,
+    seq_length: int,
+    seed: int,
+    tokenizer,
+    unique_tokens: int | None,
+    component: int,
+    **blend,
 ) -> BudgetedGPTDatasetConfig:
     return BudgetedGPTDatasetConfig(
         random_seed=seed,
@@ -125,6 +137,9 @@ def _dataset_config(
         eod_mask_loss=data.eod_mask_loss,
         create_attention_mask=False,
         unique_tokens=unique_tokens,
+        unique_tokens_sample=data.unique_tokens_sample,
+        unique_tokens_boundary=data.unique_tokens_boundary,
+        budget_component=component,
         **blend,
     )
 
@@ -147,14 +162,14 @@ def _build_components(
 ) -> dict[str, list[BudgetedGPTDataset]]:
     """Run megatron-core's builder once per prefix (and split, with per-split paths)."""
     common = dict(seq_length=seq_length, seed=seed, tokenizer=tokenizer)
-    budgets = {c.prefix: c.budget for c in info.components["train"]}
     built: dict[str, list[BudgetedGPTDataset]] = {name: [] for name in info.components}
     if split is not None:  # --data-path: one builder call gives every split of a prefix
-        for component in info.components["train"]:
-            budget = budgets[component.prefix]
+        for i, component in enumerate(info.components["train"]):
+            budget = component.budget
             config = _dataset_config(
                 data,
                 unique_tokens=budget.requested_tokens if budget else None,
+                component=i,
                 blend=([component.prefix], None),
                 split=split,
                 **common,
@@ -165,13 +180,14 @@ def _build_components(
     else:  # per-split paths: one builder call per prefix and split
         for name, components in info.components.items():
             index = SPLIT_NAMES.index(name)
-            for component in components:
+            for i, component in enumerate(components):
                 budget = component.budget
                 blend_per_split = [None] * len(SPLIT_NAMES)
                 blend_per_split[index] = ([component.prefix], None)
                 config = _dataset_config(
                     data,
                     unique_tokens=budget.requested_tokens if budget else None,
+                    component=i,
                     blend_per_split=blend_per_split,
                     **common,
                 )
@@ -183,18 +199,16 @@ def _build_components(
 
 
 def _check_agrees(name: str, dataset: BudgetedGPTDataset, planned: ComponentInfo) -> None:
-    """megatron-core built what the plan says (documents and samples)."""
-    indices = dataset.indices
-    actual = range(int(indices[0]), int(indices[-1]) + 1) if len(indices) else range(0)
+    """megatron-core built what the plan says (documents, tokens and samples)."""
     if (
-        actual != planned.documents
-        or len(indices) != len(actual)
-        or len(dataset) != (planned.samples_per_epoch)
+        not np.array_equal(np.asarray(dataset.indices), planned.document_ids)
+        or dataset.num_tokens != planned.tokens
+        or len(dataset) != planned.samples_per_epoch
     ):
         raise RuntimeError(
-            f"megatron-core built the {name} split of {planned.prefix} from documents {actual} "
-            f"({len(dataset)} samples), planned {planned.documents} "
-            f"({planned.samples_per_epoch} samples): this megatron-core splits differently"
+            f"megatron-core built the {name} split of {planned.prefix} from "
+            f"{len(dataset.indices):,} documents ({dataset.num_tokens:,} tokens, {len(dataset)} "
+            f"samples), planned {planned.describe()}: this megatron-core splits differently"
         )
 
 
@@ -202,24 +216,25 @@ def _log_info(info: DatasetInfo, data: DataConfig) -> None:
     for name, parts in info.components.items():
         for c in parts:
             logger.info("%s data: %s", name, c.describe())
-            if c.budget is not None:
-                logger.info(
-                    "  --unique-tokens: %s requested -> %s tokens in the first %s of %s "
-                    "training documents (the boundary document is included whole)",
-                    f"{c.budget.requested_tokens:,}",
-                    f"{c.budget.tokens:,}",
-                    f"{c.budget.documents:,}",
-                    f"{c.budget.available_documents:,}",
-                )
+    budgets = [c.budget for c in info.components["train"] if c.budget is not None]
+    unique = f"{info.unique_tokens:,} tokens in {info.unique_documents:,} documents"
+    if len(budgets) == 1:
+        unique = f"--unique-tokens {data.unique_tokens:,} -> {budgets[0].describe()}"
+    elif budgets:
+        cut = sum(b.is_cut for b in budgets)
+        how = "drawn at random" if data.unique_tokens_sample == "random" else "the first ones"
+        unique = (
+            f"--unique-tokens {data.unique_tokens:,} -> {unique} of {len(budgets)} blend "
+            f"components, {how}, {cut} boundary document(s) cut"
+        )
+    windows = "windows re-cut every epoch" if data.epoch_windows == "recut" else "fixed windows"
     logger.info(
-        "unique set: %s documents, %s tokens, %s samples/epoch; %s training samples = %.3f "
-        "epochs%s",
-        f"{info.unique_documents:,}",
-        f"{info.unique_tokens:,}",
+        "unique set: %s; %s samples/epoch, %s; %s training samples = %.3f epochs",
+        unique,
         f"{info.samples_per_epoch:,}",
+        windows,
         f"{info.train_samples:,}",
         info.epochs,
-        "" if data.unique_tokens is None else f" of --unique-tokens {data.unique_tokens:,}",
     )
 
 

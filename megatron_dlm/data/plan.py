@@ -11,14 +11,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from megatron_dlm.config import ConfigError, DataConfig
 from megatron_dlm.data.blend import Blend, split_blends
 from megatron_dlm.data.budget import (
     SPLIT_NAMES,
     UniqueTokenBudget,
+    blend_budgets,
     proportional_shares,
     samples_per_epoch,
-    select_budget_documents,
     split_document_range,
 )
 from megatron_dlm.data.dataset_checks import DatasetError, IndexFileSummary, check_indexed_dataset
@@ -33,8 +35,9 @@ class ComponentInfo:
     Attributes:
         prefix: dataset prefix.
         weight: its blend weight (None for unweighted blends).
-        documents: its documents in the indexed dataset (after the budget).
-        tokens: tokens in those documents.
+        split_documents: the documents ``--split`` (or a per-split path) gives this split.
+        documents: how many of them it uses (all, or those the budget keeps).
+        tokens: tokens it uses (with a cut boundary document, only its kept tokens count).
         samples_per_epoch: samples of one pass over them.
         draws_per_cycle: samples the stream draws from it per blend cycle; equals
             ``samples_per_epoch`` (a cycle is one epoch of every component) except for weighted
@@ -44,17 +47,27 @@ class ComponentInfo:
 
     prefix: str
     weight: float | None
-    documents: range
+    split_documents: range
+    documents: int
     tokens: int
     samples_per_epoch: int
     draws_per_cycle: int
     budget: UniqueTokenBudget | None = None
 
+    @property
+    def document_ids(self) -> np.ndarray:
+        """The documents it uses, as indices into the indexed dataset, ascending, int64 ``[D]``."""
+        if self.budget is None:
+            return np.arange(self.split_documents.start, self.split_documents.stop, dtype=np.int64)
+        return self.split_documents.start + self.budget.selected
+
     def describe(self) -> str:
         weight = "" if self.weight is None else f"{self.weight:g} x "
-        docs = f"{self.documents.start}-{self.documents.stop - 1}"
+        span = f"documents {self.split_documents.start}-{self.split_documents.stop - 1}"
+        if self.budget is not None:
+            span = f"{self.documents:,} of {span}"
         return (
-            f"{weight}{self.prefix} [documents {docs}: {self.tokens:,} tokens, "
+            f"{weight}{self.prefix} [{span}: {self.tokens:,} tokens, "
             f"{self.samples_per_epoch:,} samples/epoch]"
         )
 
@@ -65,7 +78,8 @@ class DatasetInfo:
 
     Attributes:
         unique_documents: training documents in the unique set (all components).
-        unique_tokens: tokens in them (exact, after the boundary rule).
+        unique_tokens: tokens in them (exactly ``--unique-tokens`` when the boundary document
+            is cut).
         samples_per_epoch: training samples in one pass over the unique set.
         tokens_per_epoch: tokens one epoch trains on (``samples_per_epoch * seq_length``).
         train_samples: samples the compute budget consumes.
@@ -91,26 +105,6 @@ class DatasetInfo:
         return [self.train_samples * c.draws_per_cycle / cycle / c.samples_per_epoch for c in train]
 
 
-def _budgets(blend: Blend, lengths: list, unique_tokens: int) -> list[UniqueTokenBudget]:
-    """Each training component's budget: ``--unique-tokens`` split by weight (else by size)."""
-    if len(blend.prefixes) == 1:
-        shares = [unique_tokens]
-    else:
-        weights = blend.weights or [max(int(x.sum()), 1) for x in lengths]
-        shares = proportional_shares(unique_tokens, weights)
-    budgets = []
-    for prefix, length, share in zip(blend.prefixes, lengths, shares):
-        source = f"the training split of {prefix}"
-        if len(blend.prefixes) > 1:
-            source += f" (its share of the blend's budget: {share:,} tokens)"
-        if share == 0:
-            raise DatasetError(
-                f"--unique-tokens {unique_tokens:,} gives {prefix} no tokens in the blend"
-            )
-        budgets.append(select_budget_documents(length, share, source=source))
-    return budgets
-
-
 def _plan_split(
     name: str,
     blend: Blend,
@@ -118,6 +112,7 @@ def _plan_split(
     summaries: dict[str, IndexFileSummary],
     data: DataConfig,
     seq_length: int,
+    seed: int,
 ) -> list[ComponentInfo] | None:
     """The components of one split (None if ``--split`` gives it no weight)."""
     ranges = []
@@ -131,18 +126,27 @@ def _plan_split(
     ]
     budgets: list[UniqueTokenBudget | None] = [None] * len(ranges)
     if name == "train" and data.unique_tokens is not None:
-        budgets = _budgets(blend, lengths, data.unique_tokens)
-        ranges = [range(r.start, r.start + b.documents) for r, b in zip(ranges, budgets)]
-    sizes, tokens = [], []
-    for prefix, docs in zip(blend.prefixes, ranges):
-        tokens.append(int(summaries[prefix].sequence_lengths[docs.start : docs.stop].sum()))
+        budgets = blend_budgets(
+            lengths,
+            data.unique_tokens,
+            weights=blend.weights,
+            sample=data.unique_tokens_sample,
+            boundary=data.unique_tokens_boundary,
+            seed=seed,
+            names=blend.prefixes,
+        )
+    sizes, tokens, counts = [], [], []
+    for prefix, length, budget in zip(blend.prefixes, lengths, budgets):
+        tokens.append(int(length.sum()) if budget is None else budget.tokens)
+        counts.append(len(length) if budget is None else budget.documents)
         sizes.append(samples_per_epoch(tokens[-1], seq_length))
         if sizes[-1] == 0:
             where = f"--split {split}" if split else blend.flag
             raise DatasetError(
                 f"the {name} split of {prefix} ({where}) holds {tokens[-1]:,} tokens in "
-                f"{len(docs):,} documents, fewer than one sample of --seq-length {seq_length} "
+                f"{counts[-1]:,} documents, fewer than one sample of --seq-length {seq_length} "
                 f"+ 1: add data or change --split/--seq-length"
+                + (" or --unique-tokens" if budget is not None else "")
             )
     draws = sizes
     if blend.weights is not None and not (name == "train" and data.unique_tokens is not None):
@@ -151,7 +155,8 @@ def _plan_split(
         ComponentInfo(
             prefix=prefix,
             weight=None if blend.weights is None else blend.weights[i],
-            documents=ranges[i],
+            split_documents=ranges[i],
+            documents=counts[i],
             tokens=tokens[i],
             samples_per_epoch=sizes[i],
             draws_per_cycle=draws[i],
@@ -162,16 +167,17 @@ def _plan_split(
 
 
 def _check_disjoint(components: dict[str, list[ComponentInfo]]) -> None:
-    """Validation and test documents never overlap the (budgeted) training documents."""
-    train = [(os.path.realpath(c.prefix), c.documents) for c in components["train"]]
+    """Validation and test documents never overlap the training split (nor so its budget)."""
+    train = [(os.path.realpath(c.prefix), c.split_documents) for c in components["train"]]
     for name in SPLIT_NAMES[1:]:
         for c in components.get(name, []):
             for path, docs in train:
+                theirs = c.split_documents
                 if path == os.path.realpath(c.prefix) and range(
-                    max(docs.start, c.documents.start), min(docs.stop, c.documents.stop)
+                    max(docs.start, theirs.start), min(docs.stop, theirs.stop)
                 ):
                     raise DatasetError(
-                        f"the {name} documents {c.documents} of {c.prefix} overlap its training "
+                        f"the {name} documents {theirs} of {c.prefix} overlap its training "
                         f"documents {docs}"
                     )
 
@@ -181,16 +187,18 @@ def plan_datasets(
     *,
     seq_length: int,
     train_samples: int,
+    seed: int,
     valid_samples: int = 0,
     test_samples: int = 0,
     summaries: dict[str, IndexFileSummary] | None = None,
 ) -> DatasetInfo:
-    """Resolve flags, split, blend and budget into per-component document ranges and epochs.
+    """Resolve flags, split, blend and budget into per-component documents and epochs.
 
     Args:
         data: the data section.
         seq_length: tokens per sample.
         train_samples: samples the compute budget consumes (> 0).
+        seed: the run's seed (``--seed``): keys the random unique-token draw.
         valid_samples: validation samples (0: plan no validation split).
         test_samples: test samples (0: plan no test split).
         summaries: already checked ``.idx`` summaries by prefix (read here otherwise).
@@ -213,7 +221,7 @@ def plan_datasets(
     for name in SPLIT_NAMES:
         if blends[name] is None or wanted[name] <= 0:
             continue
-        planned = _plan_split(name, blends[name], split, summaries, data, seq_length)
+        planned = _plan_split(name, blends[name], split, summaries, data, seq_length, seed)
         if planned is None:
             if name == "train":
                 raise ConfigError(f"--split {split} gives the training split no documents")
@@ -226,7 +234,7 @@ def plan_datasets(
     train = components["train"]
     per_epoch = sum(c.samples_per_epoch for c in train)
     return DatasetInfo(
-        unique_documents=sum(len(c.documents) for c in train),
+        unique_documents=sum(c.documents for c in train),
         unique_tokens=sum(c.tokens for c in train),
         samples_per_epoch=per_epoch,
         tokens_per_epoch=per_epoch * seq_length,

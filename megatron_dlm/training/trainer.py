@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import torch
 from megatron.core import parallel_state
 
-from megatron_dlm.checkpoint import TokenizerRecord, TrainState, save_checkpoint
+from megatron_dlm.checkpoint import CheckpointSaver, TokenizerRecord, TrainState, read_tracker
 from megatron_dlm.config import DLMConfig
 from megatron_dlm.training.batching import BatchLayout
 from megatron_dlm.training.metrics import MetricsWriter, format_console_line
@@ -93,6 +93,12 @@ class Trainer:
         self.peak_tflops = peak_tflops
         self.samples_per_epoch = samples_per_epoch
         self.tokenizer = tokenizer
+        ckpt = cfg.checkpoint
+        self.saver = (
+            CheckpointSaver(ckpt.save, keep_last_k=ckpt.keep_last_k, async_save=ckpt.async_save)
+            if ckpt.save
+            else None
+        )
         self.writer = None
         if reports_here() and run_dir is not None:
             log = cfg.logging
@@ -135,17 +141,15 @@ class Trainer:
             self.writer.write(record)
 
     def save(self) -> None:
-        if not self.cfg.checkpoint.save:
+        if self.saver is None:
             return
-        save_checkpoint(
-            self.cfg.checkpoint.save,
+        self.saver.save(
             self.state,
             self.model,
             self.optimizer,
             self.scheduler,
             config=self.cfg,
             tokenizer=self.tokenizer,
-            keep_last_k=self.cfg.checkpoint.keep_last_k,
         )
 
     # ------------------------------------------------------------------ train
@@ -176,13 +180,9 @@ class Trainer:
     def train(self) -> TrainState:
         """Train until the budget, a stop signal, or --exit-interval; returns the final state."""
         cfg, layout, state = self.cfg, self.layout, self.state
-        log_every = cfg.logging.log_interval
         data = self.train_data(state.consumed_samples)
         for chunk in self.model:
             chunk.train()
-        consecutive_skips = 0
-        window: list[tuple[dict[str, float], object]] = []
-        window_start = time.perf_counter()
         logger.info(
             "training from iteration %d to %d (%d micro-batches of %d per step on each of %d "
             "data-parallel ranks)",
@@ -192,58 +192,89 @@ class Trainer:
             layout.micro_batch_size,
             layout.data_parallel_size,
         )
+        if self.saver is not None:
+            self.saver.prepare()  # before the signal handlers: its helper ignores SIGTERM
+        # The handlers stay installed through the last save: a job-wide SIGTERM then only sets
+        # the flag.
         with ExitSignalHandler(enabled=cfg.checkpoint.exit_signal_handler) as signals:
-            while state.iteration < layout.train_iters:
-                metrics, result, stop = self.train_step(data, signals.received is not None)
-                state.iteration += 1
-                state.consumed_samples += layout.global_batch_size
-                state.floating_point_operations += (
-                    self.flops_per_sequence * layout.global_batch_size
-                )
-                if result.stepped:
-                    consecutive_skips = 0
-                else:
-                    state.skipped_iters += 1
-                    # fp16 overflows are the loss scaler finding its scale, not a failure.
-                    consecutive_skips += result.reason != "fp16 overflow"
-                    log = logger.info if result.reason == "fp16 overflow" else logger.warning
-                    log("iteration %d: skipped the update (%s)", state.iteration, result.reason)
-                window.append((metrics, result))
-                if state.iteration % log_every == 0 or state.iteration == layout.train_iters:
-                    self._log_train(window, time.perf_counter() - window_start)
-                    window, window_start = [], time.perf_counter()
-                if consecutive_skips >= cfg.training.max_skipped_iters:
-                    raise TrainingAborted(
-                        f"{consecutive_skips} consecutive steps had NaN/Inf loss or gradients "
-                        f"(--max-skipped-iters {cfg.training.max_skipped_iters}); stopping at "
-                        f"iteration {state.iteration}. Skipped steps leave the weights unchanged, "
-                        f"so the last checkpoint in {cfg.checkpoint.save or '(no --save)'} holds "
-                        "weights from before the problem."
-                    )
-                interval = cfg.training.eval_interval
-                if interval and state.iteration % interval == 0 and self.valid_data is not None:
-                    self.evaluate()
-                every = cfg.checkpoint.save_interval
-                if every and state.iteration % every == 0:
+            self._train_loop(data, signals)
+            if self.saver is not None:
+                self.saver.close()  # a background save completes before the run ends
+        return state
+
+    def _saved_this_iteration(self) -> bool:
+        every = self.cfg.checkpoint.save_interval
+        return bool(every) and self.state.iteration % every == 0
+
+    def _train_loop(self, data, signals) -> None:
+        cfg, layout, state = self.cfg, self.layout, self.state
+        consecutive_skips = 0
+        window: list[tuple[dict[str, float], object]] = []
+        window_start = time.perf_counter()
+        while state.iteration < layout.train_iters:
+            metrics, result, stop = self.train_step(data, signals.received is not None)
+            if self.saver is not None:
+                self.saver.finalize()  # completes a background save that has finished
+            state.iteration += 1
+            state.consumed_samples += layout.global_batch_size
+            state.floating_point_operations += self.flops_per_sequence * layout.global_batch_size
+            if result.stepped:
+                consecutive_skips = 0
+            else:
+                state.skipped_iters += 1
+                # fp16 overflows are the loss scaler finding its scale, not a failure.
+                consecutive_skips += result.reason != "fp16 overflow"
+                log = logger.info if result.reason == "fp16 overflow" else logger.warning
+                log("iteration %d: skipped the update (%s)", state.iteration, result.reason)
+            window.append((metrics, result))
+            if state.iteration % cfg.logging.log_interval == 0 or (
+                state.iteration == layout.train_iters
+            ):
+                self._log_train(window, time.perf_counter() - window_start)
+                window, window_start = [], time.perf_counter()
+            if consecutive_skips >= cfg.training.max_skipped_iters:
+                raise TrainingAborted(self._abort_message(consecutive_skips))
+            interval = cfg.training.eval_interval
+            if interval and state.iteration % interval == 0 and self.valid_data is not None:
+                self.evaluate()
+            if self._saved_this_iteration():
+                self.save()
+            if stop:
+                logger.warning("stopping at iteration %d on a signal", state.iteration)
+                if not self._saved_this_iteration():
                     self.save()
-                if stop:
-                    logger.warning("stopping at iteration %d on a signal", state.iteration)
-                    if not (every and state.iteration % every == 0):
-                        self.save()
-                    return state
-                exit_every = cfg.training.exit_interval
-                if exit_every and state.iteration % exit_every == 0:
-                    if not (every and state.iteration % every == 0):
-                        self.save()
-                    logger.info("--exit-interval reached at iteration %d", state.iteration)
-                    return state
+                return
+            exit_every = cfg.training.exit_interval
+            if exit_every and state.iteration % exit_every == 0:
+                if not self._saved_this_iteration():
+                    self.save()
+                logger.info("--exit-interval reached at iteration %d", state.iteration)
+                return
         interval = cfg.training.eval_interval
         if self.valid_data is not None and not (interval and state.iteration % interval == 0):
             self.evaluate()
-        every = cfg.checkpoint.save_interval
-        if not (every and state.iteration % every == 0):
+        if not self._saved_this_iteration():
             self.save()
-        return state
+
+    def _abort_message(self, skips: int) -> str:
+        cfg = self.cfg
+        text = (
+            f"{skips} consecutive steps had NaN/Inf loss or gradients (--max-skipped-iters "
+            f"{cfg.training.max_skipped_iters}); stopping at iteration {self.state.iteration}."
+        )
+        if self.saver is not None:
+            self.saver.close()
+        saved = read_tracker(cfg.checkpoint.save) if cfg.checkpoint.save else None
+        if saved is not None:
+            return text + (
+                f" Skipped steps leave the weights unchanged, so the checkpoint of iteration "
+                f"{saved} in {cfg.checkpoint.save} holds weights from before the problem."
+            )
+        return (
+            text
+            + " No checkpoint was saved ("
+            + ("none yet in --save)" if cfg.checkpoint.save else "no --save)")
+        )
 
     def _log_train(self, window: list, elapsed: float) -> None:
         steps = len(window)

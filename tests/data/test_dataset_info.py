@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from megatron_dlm.config import DataConfig
 from megatron_dlm.data.indexed import read_index
+from megatron_dlm.data.plan import plan_datasets
 from tests.data.conftest import run_tool
 
 
@@ -46,3 +50,41 @@ def test_more_unique_tokens_than_the_data_is_an_error(dataset_prefix):
     )
     usage = run_tool("tools/dataset_info.py", dataset_prefix, "--train-iters", "10")
     assert usage.returncode == 2 and "--global-batch-size" in usage.stderr
+
+
+@pytest.mark.parametrize(
+    "flags", [[], ["--unique-tokens-sample", "first", "--unique-tokens-boundary", "whole"]]
+)
+def test_unique_tokens_agree_with_training(dataset_prefix, flags):
+    """The tool reports the unique set that training draws with the same flags and --seed."""
+    summary = read_index(dataset_prefix)
+    unique = summary.num_tokens // 5
+    result = run_tool(
+        "tools/dataset_info.py", dataset_prefix, "--split", "90,10,0", "--seed", "7",
+        "--unique-tokens", str(unique), "--json", *flags,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    reported = json.loads(result.stdout)["budget"]
+    options = dict(zip(flags[::2], flags[1::2]))
+    data = DataConfig(
+        data_path=[dataset_prefix],
+        split="90,10,0",
+        unique_tokens=unique,
+        unique_tokens_sample=options.get("--unique-tokens-sample", "random"),
+        unique_tokens_boundary=options.get("--unique-tokens-boundary", "cut"),
+    )
+    planned = plan_datasets(data, seq_length=64, train_samples=1, seed=7)
+    assert (reported["unique_tokens"], reported["unique_documents"]) == (
+        planned.unique_tokens,
+        planned.unique_documents,
+    )
+    assert (reported["unique_tokens"] == unique) == (not flags)  # exact unless kept whole
+    text = run_tool(
+        "tools/dataset_info.py", dataset_prefix, "--split", "90,10,0", "--seed", "7",
+        "--unique-tokens", str(unique), *flags,
+    ).stdout  # fmt: skip
+    how = "the first ones" if flags else "drawn at random with --seed 7"
+    assert (
+        f"unique tokens: {planned.unique_tokens:,} in {planned.unique_documents:,} documents "
+        f"({how}; "
+    ) in text
