@@ -71,7 +71,10 @@ class MegatronDLMEvalModel(TemplateLM):
         mc_num, mc_batch_size, cfg_scale: the ELBO's Monte Carlo masks per request, the
             masked sequences per forward pass, classifier-free guidance.
         check_greedy: DLMs: decide ``is_greedy`` by greedy unmasking (n forward passes per
-            continuation of n tokens); false reports False without the passes.
+            continuation of n tokens). ``auto`` (default): for documents with one continuation
+            (loglikelihood tasks such as LAMBADA, whose ``acc`` is the greedy match), not for
+            multiple-choice documents (only their ``exact_match`` metric reads it); true: for
+            every request; false: never (False is reported).
         gen_length, steps, block_length, remasking, threshold, temperature, cache: sampler
             options for ``generate_until`` (the task's ``max_gen_toks`` caps ``gen_length``).
         chat_template: a Jinja chat template (or a file holding one) for
@@ -94,7 +97,7 @@ class MegatronDLMEvalModel(TemplateLM):
         mc_num: int = 128,
         mc_batch_size: int = 32,
         cfg_scale: float = 0.0,
-        check_greedy: bool = True,
+        check_greedy: bool | str = "auto",
         gen_length: int = 256,
         steps: int | None = None,
         block_length: int = 32,
@@ -123,7 +126,10 @@ class MegatronDLMEvalModel(TemplateLM):
         self.mc_num = int(mc_num)
         self.mc_batch_size = int(mc_batch_size)
         self.cfg_scale = float(cfg_scale)
-        self.check_greedy = _bool(check_greedy)
+        if str(check_greedy).lower() not in ("auto", "1", "true", "yes", "0", "false", "no"):
+            raise ConfigError(f"megatron_dlm: check_greedy={check_greedy}: auto, true or false")
+        self.check_greedy = "auto" if str(check_greedy).lower() == "auto" else _bool(check_greedy)
+        self._greedy_wanted: list[bool] | None = None
         self.seed = int(seed)
         self.sampling = dict(
             gen_length=int(gen_length),
@@ -232,13 +238,32 @@ class MegatronDLMEvalModel(TemplateLM):
         )
 
     # ----------------------------------------------------------------- likelihoods
-    def _score(self, requests: list[LikelihoodRequest]) -> list[tuple[float, bool]]:
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        """lm-eval's tokenization (:meth:`TemplateLM.loglikelihood`), then
+        :meth:`_loglikelihood_tokens`; decides first which requests get the greedy check."""
+        if self.check_greedy == "auto":
+            per_doc: dict[tuple, int] = defaultdict(int)
+            for req in requests:
+                per_doc[(req.task_name, req.doc_id)] += 1
+            self._greedy_wanted = [per_doc[(r.task_name, r.doc_id)] == 1 for r in requests]
+        else:
+            self._greedy_wanted = [bool(self.check_greedy)] * len(requests)
+        try:
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._greedy_wanted = None
+
+    def _score(
+        self, requests: list[LikelihoodRequest], greedy: list[bool] | bool = False
+    ) -> list[tuple[float, bool]]:
+        """(log-likelihood, is greedy) per request; an empty continuation is (0, True)."""
+        wanted = [greedy] * len(requests) if isinstance(greedy, bool) else greedy
         nonempty = [i for i, r in enumerate(requests) if r.continuation]
         results: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
         scored = self.model.score(
             [requests[i] for i in nonempty], mc_num=self.mc_num, mc_batch_size=self.mc_batch_size,
             cfg_scale=self.cfg_scale, seed=self.seed, batch_size=self.batch_size,
-            greedy=self.check_greedy or not self.model.bidirectional,
+            greedy=[wanted[i] or not self.model.bidirectional for i in nonempty],
         )  # fmt: skip
         for i, value in zip(nonempty, scored):
             results[i] = value
@@ -248,11 +273,15 @@ class MegatronDLMEvalModel(TemplateLM):
         """``requests``: ((context, continuation), context ids, continuation ids) from
         :meth:`TemplateLM.loglikelihood` -> [(log-likelihood, is greedy)]."""
         out: list[tuple[float, bool]] = []
+        wanted = self._greedy_wanted or [self.check_greedy is True] * len(requests)
         bar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0,
                    desc="Scoring requests")  # fmt: skip
         for lo in range(0, len(requests), _SCORE_CHUNK):
             chunk = requests[lo : lo + _SCORE_CHUNK]
-            values = self._score([LikelihoodRequest(list(c), list(x)) for _, c, x in chunk])
+            values = self._score(
+                [LikelihoodRequest(list(c), list(x)) for _, c, x in chunk],
+                wanted[lo : lo + _SCORE_CHUNK],
+            )
             for (strings, _, _), value in zip(chunk, values):
                 if strings is not None:
                     self.cache_hook.add_partial("loglikelihood", strings, value)

@@ -110,13 +110,14 @@ class InferenceModel:
         cfg_scale: float = 0.0,
         seed: int = 0,
         batch_size: int = 16,
-        greedy: bool = True,
+        greedy: bool | Sequence[bool] = True,
     ) -> list[tuple[float, bool]]:
         """(log-likelihood, is greedy) of each continuation given its context.
 
         DLMs: the Monte Carlo ELBO (a lower bound, ``mc_num`` masks per request); a
         continuation is greedy if decoding it greedily one token at a time (the most confident
-        masked position first, as LLaDA's evaluation) reproduces it, checked when ``greedy``.
+        masked position first, as LLaDA's evaluation) reproduces it, checked when ``greedy``
+        (one flag for all requests or one per request; False where it is not checked).
         AR models: the exact sum, greedy if every token is the argmax. An empty AR context is
         replaced by the end-of-sequence token. Contexts are cut from the left to fit the model.
         """
@@ -135,10 +136,13 @@ class InferenceModel:
             mc_batch_size=mc_batch_size, cfg_scale=cfg_scale, seed=seed,
             vocab_size=self.vocab_size,
         )  # fmt: skip
-        greedy_flags = (
-            self.greedy_matches(requests, batch_size) if greedy else [False] * len(values)
-        )
-        return list(zip(values, greedy_flags))
+        wanted = [greedy] * len(requests) if isinstance(greedy, bool) else list(greedy)
+        checked = [i for i, w in enumerate(wanted) if w]
+        flags = [False] * len(requests)
+        matches = self.greedy_matches([requests[i] for i in checked], batch_size)
+        for i, match in zip(checked, matches):
+            flags[i] = match
+        return list(zip(values, flags))
 
     def greedy_matches(
         self, requests: Sequence[LikelihoodRequest], batch_size: int = 16

@@ -78,16 +78,23 @@ def test_greedy_match_is_greedy_one_token_at_a_time_unmasking():
     model = _model(toy_dlm)
     assert model.greedy_matches([LikelihoodRequest(context, greedy)]) == [True]
     assert model.greedy_matches([LikelihoodRequest(context, other)]) == [False]
-    adapter = _adapter()
     text_ctx, text_greedy = "abc", CharTokenizer().detokenize(greedy)
-    (_, is_greedy), (_, not_greedy) = adapter.loglikelihood(
-        [Instance("loglikelihood", {}, (text_ctx, text_greedy), 0),
-         Instance("loglikelihood", {}, (text_ctx, CharTokenizer().detokenize(other)), 0)]
-    )  # fmt: skip
-    assert (is_greedy, not_greedy) == (True, False)
-    skipped = _adapter(check_greedy="false")
-    request = Instance("loglikelihood", {}, (text_ctx, text_greedy), 0)
-    assert skipped.loglikelihood([request])[0][1] is False
+    text_other = CharTokenizer().detokenize(other)
+
+    def request(continuation: str, doc: int, choice: int = 0) -> Instance:
+        return Instance("loglikelihood", {}, (text_ctx, continuation), choice, ("t", doc, 1))
+
+    # Two documents of a loglikelihood task (LAMBADA-style): each continuation is checked.
+    results = _adapter().loglikelihood([request(text_greedy, 0), request(text_other, 1)])
+    assert [g for _, g in results] == [True, False]
+    # One multiple-choice document: "auto" skips the check (only exact_match would read it).
+    choices = [request(text_greedy, 0, 0), request(text_other, 0, 1)]
+    assert [g for _, g in _adapter().loglikelihood(choices)] == [False, False]
+    checked = _adapter(check_greedy="true").loglikelihood(choices)
+    assert [g for _, g in checked] == [True, False]
+    assert _adapter(check_greedy="false").loglikelihood([request(text_greedy, 0)])[0][1] is False
+    # The likelihood does not depend on whether the check ran.
+    assert checked[0][0] == pytest.approx(results[0][0])
 
 
 def test_trailing_context_whitespace_moves_to_the_continuation():
@@ -147,7 +154,8 @@ def test_generate_until_cuts_at_stop_strings_and_follows_the_task_budget():
 @pytest.mark.parametrize(
     "kwargs, message",
     [(dict(mc_nm=3), "unknown model_args mc_nm"), (dict(cache="full"), "--cache"),
-     (dict(block_length=0), "block_length"), (dict(mc_num=0), "mc_num")],
+     (dict(block_length=0), "block_length"), (dict(mc_num=0), "mc_num"),
+     (dict(check_greedy="sometimes"), "check_greedy")],
 )  # fmt: skip
 def test_bad_model_args_are_clear_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
