@@ -377,6 +377,8 @@ class MegatronDLMModel(MegatronDLMPreTrainedModel):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
+        if kv_cache is not None and (position_ids is None or attention_mask is None):
+            raise ValueError("a cached pass needs position_ids and attention_mask")
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         b, length = x.shape[:2]
         if position_ids is None:

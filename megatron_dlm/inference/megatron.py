@@ -195,8 +195,8 @@ class MegatronLogits:
         """megatron-core's static KV cache: store columns [start, start + Q), attend to [0, start
         + Q). ``keep``: the wanted logits, relative to ``start`` (the last column alone is
         megatron-core's ``materialize_only_last_token_logits``)."""
-        if not store:
-            raise ValueError("the AR KV cache stores every pass")
+        if not store or mask is not None and mask.shape[-1] != start + tokens.shape[1]:
+            raise ValueError("the AR KV cache stores every pass and attends to all columns")
         cache.select(rows.tolist())
         context = cache.context
         context.sequence_len_offset = start
