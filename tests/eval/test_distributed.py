@@ -8,7 +8,8 @@ import pytest
 from megatron_dlm.testing import run_distributed
 from tests.eval import workers
 
-TASKS = ["python_nextline_mc", "python_lastword_greedy", "humaneval_offline"]
+# multiple choice, LAMBADA-style greedy match, generate_until
+TASKS = ["python_nextline_mc", "python_lastword_greedy", "python_lastword_generate"]
 
 
 def _metrics(results: dict) -> dict[str, float]:

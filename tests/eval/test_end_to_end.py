@@ -99,20 +99,29 @@ def test_console_script_is_lm_eval_with_the_model_registered(trained, tmp_path):
     assert first["arguments"]["gen_args_0"]["arg_0"].endswith("\n\n")  # the chat template ran
 
 
-def test_console_script_errors_are_one_line(trained):
-    ckpt = str(trained / "ckpt")
-    cases = [
-        (["--model", "megatron_dlm", "--model_args", f"pretrained={ckpt},mc_nm=3", "--tasks",
-          "python_nextline_mc"], "unknown model_args mc_nm"),
-        (["--load", ckpt, "--tasks", "no_such_task"], "no_such_task"),
-        (["--load", str(trained / "missing"), "--tasks", "python_nextline_mc"],
-         "no such directory"),
-        (["--convert-to", "x", "--tasks", "python_nextline_mc"], "--convert-to needs --load"),
-    ]  # fmt: skip
+def _one_line_errors(cases) -> None:
     for args, message in cases:
         proc = _eval_cli(*args)
         assert proc.returncode == 2, (args, proc.stderr[-2000:])
         assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_console_script_errors_are_one_line(trained):
+    ckpt = str(trained / "ckpt")
+    _one_line_errors([
+        (["--model", "megatron_dlm", "--model_args", f"pretrained={ckpt},mc_nm=3", "--tasks",
+          "python_nextline_mc"], "unknown model_args mc_nm"),
+        (["--convert-to", "x", "--tasks", "python_nextline_mc"], "--convert-to needs --load"),
+    ])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_console_script_errors_for_tasks_and_models(trained):
+    _one_line_errors([
+        (["--load", str(trained / "ckpt"), "--tasks", "no_such_task"], "no_such_task"),
+        (["--load", str(trained / "missing"), "--tasks", "python_nextline_mc"],
+         "no such directory"),
+    ])  # fmt: skip
 
 
 @pytest.mark.slow

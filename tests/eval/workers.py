@@ -53,9 +53,31 @@ metadata:
 """
 
 
+GENERATE_TASK_YAML = """task: python_lastword_generate
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{context}}}}"
+doc_to_target: "{{{{target}}}}"
+generation_kwargs:
+  until: ["\\n"]
+  max_gen_toks: 8
+  do_sample: false
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
 def write_greedy_task(directory: str, items: int = 12) -> str:
-    """A LAMBADA-style local task (the last word of a line of code given the line before it):
-    ``acc`` is lm-eval's greedy match."""
+    """Two local tasks on the last word of a line of code given the rest of the line: a
+    LAMBADA-style one (``acc`` is lm-eval's greedy match) and a generate_until one."""
     import json
     from pathlib import Path
 
@@ -76,6 +98,7 @@ def write_greedy_task(directory: str, items: int = 12) -> str:
     data = root / "python_lastword_greedy.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "python_lastword_greedy.yaml").write_text(GREEDY_TASK_YAML.format(data=data))
+    (root / "python_lastword_generate.yaml").write_text(GENERATE_TASK_YAML.format(data=data))
     return str(root)
 
 
