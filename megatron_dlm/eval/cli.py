@@ -64,6 +64,7 @@ def evaluate(
     *,
     model_args: dict[str, Any] | None = None,
     include_path: str | Path | None = None,
+    task_manager: Any = None,
     **kwargs: Any,
 ) -> dict | None:
     """``lm_eval.simple_evaluate`` on ``megatron_dlm`` with the offline tasks on the task path.
@@ -74,6 +75,8 @@ def evaluate(
         tasks: lm-eval task names.
         model_args: further ``megatron_dlm`` model arguments (``mc_num``, ``cache``, ...).
         include_path: another task folder.
+        task_manager: an ``lm_eval.tasks.TaskManager`` to reuse (indexing lm-eval's tasks
+            takes a while); default: a new one with the offline tasks and ``include_path``.
         kwargs: passed to ``simple_evaluate`` (``limit``, ``batch_size``, ``num_fewshot``,
             ``apply_chat_template``, ``log_samples``, ...).
 
@@ -93,11 +96,11 @@ def evaluate(
     if "batch_size" in kwargs:
         args.setdefault("batch_size", kwargs["batch_size"])
     lm = MegatronDLMEvalModel(**args)
-    paths = [str(offline_tasks_dir())] + ([str(include_path)] if include_path else [])
+    if task_manager is None:
+        paths = [str(offline_tasks_dir())] + ([str(include_path)] if include_path else [])
+        task_manager = TaskManager(include_path=paths)
     kwargs.setdefault("confirm_run_unsafe_code", _needs_sandbox_confirmation(tasks))
-    return lm_eval.simple_evaluate(
-        model=lm, tasks=list(tasks), task_manager=TaskManager(include_path=paths), **kwargs
-    )
+    return lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=task_manager, **kwargs)
 
 
 def _model_args(rest: list[str]) -> tuple[dict[str, str], str | None]:
