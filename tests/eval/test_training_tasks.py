@@ -122,6 +122,17 @@ def test_two_data_parallel_ranks_give_the_numbers_of_one(with_tasks, tiny_data, 
         assert two_tasks[iteration] == pytest.approx(one_tasks[iteration], rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.slow  # a 2-rank torchrun training run: ~60 s on a loaded 2-core machine
+def test_tensor_parallel_ranks_evaluate_together(with_tasks, tiny_data, tmp_path):
+    _, records = with_tasks
+    two = _pretrain(tiny_data, tmp_path / "tp2", *TASK_FLAGS, "--tensor-model-parallel-size",
+                    "2", ranks=2)  # fmt: skip
+    one_tasks, two_tasks = _tasks(records), _tasks(two)
+    assert sorted(two_tasks) == [2, 4]
+    for iteration in (2, 4):  # TP splits the matrix products: equal up to float rounding
+        assert two_tasks[iteration] == pytest.approx(one_tasks[iteration], rel=1e-6, abs=1e-9)
+
+
 def _error(*flags: str) -> subprocess.CompletedProcess:
     return _run("pretrain_dlm.py", "--tokenizer-model", "no.model", "--train-data-path", "x",
                 "--train-iters", "1", *flags, timeout=300)  # fmt: skip
