@@ -69,7 +69,8 @@ bench: $(STAMP)
 	$(PY) bench/bench_dataset_index.py
 	$(PY) bench/bench_data_loader.py
 	$(PY) bench/bench_checkpoint_formats.py
-	$(PY) bench/bench_sampling.py --load $(QUICKSTART_DIR)/checkpoints
+	$(PY) bench/bench_sampling.py --load $(QUICKSTART_DIR)/checkpoints --prompt-tokens 96 --gen-length 128
+	$(PY) bench/bench_eval.py --load $(QUICKSTART_DIR)/checkpoints
 	if [ -d "$(MEGATRON_LM_DIR)" ]; then $(PY) bench/bench_preprocess.py --megatron-lm-dir $(MEGATRON_LM_DIR); fi
 
 clean:

@@ -17,6 +17,10 @@ Usage (every flag: ``python pretrain_dlm.py --help``; a recipe: ``--config recip
     # the matched autoregressive baseline: change one flag
     python pretrain_dlm.py ... --objective ar
 
+    # downstream lm-eval tasks on the live model every 500 steps (docs/inference.md)
+    python pretrain_dlm.py ... --eval-tasks python_nextline_mc,humaneval_offline \\
+        --eval-tasks-interval 500 --eval-tasks-limit 100
+
     # size a job without a GPU: layout, parameters, memory, FLOPs, projected time
     python pretrain_dlm.py --config recipe.yaml --dry-run --dry-run-world-size 64
 """
@@ -40,9 +44,18 @@ def main(argv: list[str] | None = None) -> int:
 
             print(format_report(cfg, dry_run(cfg)))
             return 0
+        task_evaluator = None
+        if cfg.training.eval_tasks:
+            # lm-eval lives above training: its evaluator is built here (unknown task names
+            # fail now, before any process group) and injected.
+            from megatron_dlm.eval.training_tasks import TrainingTaskEvaluator
+            from megatron_dlm.training.preflight import check_eval_tasks_layout
+
+            check_eval_tasks_layout(cfg)
+            task_evaluator = TrainingTaskEvaluator(cfg)
         from megatron_dlm.training.pretrain import pretrain
 
-        pretrain(cfg)
+        pretrain(cfg, task_evaluator=task_evaluator)
     except Exception as exc:
         from megatron_dlm.runtime.error_report import exit_code_reported, report_error
         from megatron_dlm.training.errors import describe, exit_code

@@ -1,19 +1,28 @@
-"""DLM generation: fixed-step vs confidence-threshold decoding, and batch-size scaling.
+"""Generation: KV caches (none / prefix / dual), threshold decoding, batch size.
 
-    python bench/bench_sampling.py --load runs/quickstart/checkpoints [--threads 2]
+    python bench/bench_sampling.py --load CKPT [--threads 2] [--prompt-tokens 200] \\
+        [--gen-length 256] [--caches none prefix dual] [--thresholds 0.9 0.5] [--batch-scaling]
 
-On a trained checkpoint (the quickstart's by default), 128 tokens after each of 16 prompts
-(first lines of functions from the standard library's held-out split):
+On a trained DLM checkpoint, ``--prompts`` prompts (default 16) of ``--prompt-tokens`` tokens
+(default ~200: held-out standard-library code ending at a function's signature), each continued
+by ``--gen-length`` tokens (default 256) in blocks of 32, one token committed per step (steps =
+gen length), low-confidence remasking, greedy, no early stop. Everything runs through
+``megatron_dlm.inference`` (the path tools/generate.py takes).
 
-  fixed-step  steps = 128: one token committed per step (block 32, low-confidence remasking)
-  thr T       the same, plus every position whose confidence exceeds T at each step
+1. KV caches: ``none`` recomputes the whole sequence at every step; ``prefix`` and ``dual``
+   (Fast-dLLM) refresh the cache with a full pass when a block starts and then run only the
+   block and the masked suffix (prefix) or the block (dual). Printed: forward passes per
+   sequence, generated tokens/s and its ratio to no cache, token agreement with no cache, and
+   the model's own -ELBO of each output (nats/token, Monte Carlo, mc_num 32) with its difference
+   from no cache paired over prompts (mean ± standard error).
+   Target: dual >= 3x the tokens/s of no cache at an ELBO within noise.
+2. Threshold decoding (``--thresholds``, with ``--threshold-cache``): forward passes saved and
+   quality, against fixed-step decoding with the same cache. Target: >= 3x fewer passes at
+   equal quality.
+3. ``--batch-scaling``: tokens/s of fixed-step decoding for 1, 8 and 32 prompts.
 
-Prints forward passes per sequence, generated tokens/s, the agreement of the two outputs
-(fraction of equal tokens) and the model's own ELBO of each output (nats/token, Monte Carlo,
-mc_num 32; a likelihood bound the sampler does not optimise directly) with its change from
-fixed-step paired over prompts (mean ± standard error). Target: >= 3x fewer
-forward passes for threshold decoding with an ELBO within noise of fixed-step. Then tokens/s of
-fixed-step decoding for batches of 1, 8 and 32 prompts.
+An AR checkpoint runs section 1 only (none against the exact KV cache, ``prefix``), with its
+exact log-likelihood in place of the ELBO.
 """
 
 from __future__ import annotations
@@ -26,8 +35,8 @@ import time
 import torch
 
 
-def _prompts(count: int) -> list[str]:
-    """Signature + docstring-free first lines of functions in held-out stdlib files."""
+def held_out_prompts(tokenize, count: int, length: int) -> list[list[int]]:
+    """``count`` prompts of ``length`` tokens: held-out stdlib code up to a function signature."""
     from megatron_dlm.data.corpus import collect_corpus
 
     prompts = []
@@ -38,91 +47,129 @@ def _prompts(count: int) -> list[str]:
         except SyntaxError:
             continue
         lines = text.splitlines(keepends=True)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef) and node.body:
-                prompts.append("".join(lines[node.lineno - 1 : node.body[0].lineno - 1]))
-                if len(prompts) == count:
-                    return prompts
+        functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.body]
+        for node in functions[1::4]:  # spread over the file
+            ids = tokenize("".join(lines[: node.body[0].lineno - 1]))
+            if len(ids) >= length:
+                prompts.append(ids[-length:])
+                break  # one per file: different code in every prompt
+        if len(prompts) == count:
+            break
     return prompts
 
 
+def mean_se(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--load", default="runs/quickstart/checkpoints")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.9, 0.5, 0.3, 0.1])
     parser.add_argument("--prompts", type=int, default=16)
-    parser.add_argument("--gen-length", type=int, default=128)
+    parser.add_argument("--prompt-tokens", type=int, default=200)
+    parser.add_argument("--gen-length", type=int, default=256)
+    parser.add_argument("--block-length", type=int, default=32)
+    parser.add_argument("--caches", nargs="+", default=["none", "prefix", "dual"])
+    parser.add_argument("--thresholds", type=float, nargs="*", default=[0.9, 0.7, 0.5])
+    parser.add_argument("--threshold-cache", default="dual", choices=["none", "prefix", "dual"])
+    parser.add_argument("--mc-num", type=int, default=32)
+    parser.add_argument("--batch-scaling", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from megatron_dlm.config.sampling import SamplingConfig
-    from megatron_dlm.eval.backends import megatron_backend
-    from megatron_dlm.eval.likelihood import LikelihoodRequest, dlm_loglikelihoods
+    from megatron_dlm.inference import LikelihoodRequest, load_model
     from megatron_dlm.runtime.logging_utils import quiet_expected_warnings
-    from megatron_dlm.sampling import diffusion_generate
 
     quiet_expected_warnings()
-    b = megatron_backend(args.load)
-    if not b.bidirectional:
-        raise SystemExit(f"{args.load} is an AR checkpoint; this benchmark decodes DLMs")
-    prompts = [b.tokenize(p) for p in _prompts(args.prompts)]
-    gen = args.gen_length
-    common = dict(mask_id=b.mask_id, pad_id=b.pad_id, eos_id=b.eos_id, vocab_size=b.vocab_size,
-                  max_length=b.max_length)  # fmt: skip
-    limit = b.max_length - gen
-    prompts = [p[-limit:] for p in prompts]
+    model = load_model(args.load)
+    if not model.bidirectional:  # AR: the exact KV cache against none; no thresholds
+        args.caches = [c for c in args.caches if c != "dual"]
+        args.thresholds = []
+    gen, length = args.gen_length, args.prompt_tokens
+    if length + gen > model.max_length:
+        raise SystemExit(
+            f"--prompt-tokens {length} + --gen-length {gen} exceed the model's {model.max_length} "
+            "positions"
+        )
+    prompts = held_out_prompts(model.tokenize, args.prompts, length)
+    if len(prompts) < 2:
+        raise SystemExit(f"found {len(prompts)} held-out prompts of {length} tokens")
+    n_tokens = gen * len(prompts)
 
-    def run(options: SamplingConfig, batch: list[list[int]]):
+    def options(cache: str, threshold: float | None = None) -> SamplingConfig:
+        return SamplingConfig(gen_length=gen, block_length=args.block_length, steps=gen,
+                              stop_at_eos=False, truncate_after_eos=False, cache=cache,
+                              threshold=threshold)  # fmt: skip
+
+    def run(opts: SamplingConfig, batch: list[list[int]]):
         start = time.perf_counter()
-        out = diffusion_generate(b.logits_fn, batch, options=options, **common)
+        out = model.generate(batch, opts)
         return out, time.perf_counter() - start
 
-    def options(threshold=None) -> SamplingConfig:
-        return SamplingConfig(gen_length=gen, block_length=32, steps=gen, stop_at_eos=False,
-                              truncate_after_eos=False, threshold=threshold)  # fmt: skip
+    def neg_elbo(out) -> list[float]:
+        requests = [LikelihoodRequest(p, s) for p, s in zip(prompts, out.sequences)]
+        scored = model.score(requests, mc_num=args.mc_num, greedy=False)
+        return [-value / gen for value, _ in scored]
 
-    def elbo(outputs):
-        requests = [LikelihoodRequest(p, s) for p, s in zip(prompts, outputs.sequences)]
-        values = dlm_loglikelihoods(b.logits_fn, requests, mask_id=b.mask_id, mc_num=32,
-                                    vocab_size=b.vocab_size)  # fmt: skip
-        return [-v / gen for v in values]
+    def agreement(a, b) -> float:
+        same = sum(x == y for s, t in zip(a.sequences, b.sequences) for x, y in zip(s, t))
+        return same / n_tokens
 
-    def mean_se(values):
-        return statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5
+    print(f"checkpoint {args.load}; {len(prompts)} prompts x {length} tokens -> {gen} tokens, "
+          f"block {args.block_length}, {args.threads} threads")  # fmt: skip
+    header = (f"{'decoding':>16} {'passes/seq':>10} {'tokens/s':>9} {'speed-up':>8} "
+              f"{'agreement':>9} {'-ELBO nats/tok':>16} {'change vs base':>16}")  # fmt: skip
 
-    fixed_opts = options()
-    fixed, t_fixed = run(fixed_opts, prompts)
-    n_tokens = gen * len(prompts)
-    e_fixed_rows = elbo(fixed)
-    e_fixed = mean_se(e_fixed_rows)
-    passes_fixed = statistics.fmean(fixed.forward_passes)
-    print(f"checkpoint {args.load}; {len(prompts)} prompts x {gen} tokens, block 32, "
-          f"{args.threads} threads")  # fmt: skip
-    print(f"{'decoding':>12} {'passes/seq':>10} {'fewer':>6} {'tokens/s':>9} "
-          f"{'agreement':>9} {'-ELBO nats/tok':>16} {'change vs fixed':>16}")  # fmt: skip
-    print(f"{'fixed-step':>12} {passes_fixed:10.1f} {1.0:5.2f}x {n_tokens / t_fixed:9.1f} "
-          f"{1.0:9.1%} {e_fixed[0]:10.3f} ± {e_fixed[1]:.3f}")  # fmt: skip
-    for threshold in args.thresholds:
-        out, seconds = run(options(threshold), prompts)
-        agree = (
-            sum(sum(x == y for x, y in zip(a, c)) for a, c in zip(fixed.sequences, out.sequences))
-            / n_tokens
-        )
-        e_rows = elbo(out)
-        e = mean_se(e_rows)
-        # Paired over prompts: the difference of each prompt's two outputs, then its spread.
-        delta = mean_se([x - y for x, y in zip(e_rows, e_fixed_rows)])
-        passes = statistics.fmean(out.forward_passes)
-        print(f"{'thr ' + str(threshold):>12} {passes:10.1f} {passes_fixed / passes:5.2f}x "
-              f"{n_tokens / seconds:9.1f} {agree:9.1%} {e[0]:10.3f} ± {e[1]:.3f} "
-              f"{delta[0]:+9.3f} ± {delta[1]:.3f}")  # fmt: skip
-    print("batch scaling (fixed-step):")
-    for size in (1, 8, 32):
-        batch = (prompts * (1 + size // len(prompts)))[:size]
-        _, seconds = run(fixed_opts, batch)
-        print(f"  batch {size:>2}: {gen * size / seconds:8.1f} tokens/s, "
-              f"{seconds / size:6.2f} s per sequence")  # fmt: skip
-    b.close()
+    def row(name, out, seconds, base, base_seconds, base_elbo):
+        elbo = neg_elbo(out)
+        e, (d, d_se) = mean_se(elbo), mean_se([x - y for x, y in zip(elbo, base_elbo)])
+        print(f"{name:>16} {statistics.fmean(out.forward_passes):10.1f} "
+              f"{n_tokens / seconds:9.1f} {base_seconds / seconds:7.2f}x "
+              f"{agreement(out, base):9.1%} {e[0]:10.3f} ± {e[1]:.3f} "
+              f"{d:+9.3f} ± {d_se:.3f}")  # fmt: skip
+
+    print("\nKV caches (fixed-step decoding; base: no cache)")
+    print(header)
+    base, base_seconds = run(options("none"), prompts)
+    base_elbo = neg_elbo(base)
+    e = mean_se(base_elbo)
+    print(
+        f"{'none':>16} {statistics.fmean(base.forward_passes):10.1f} "
+        f"{n_tokens / base_seconds:9.1f} {1.0:7.2f}x {1.0:9.1%} {e[0]:10.3f} ± {e[1]:.3f}"
+    )
+    for cache in [c for c in args.caches if c != "none"]:
+        out, seconds = run(options(cache), prompts)
+        row(cache, out, seconds, base, base_seconds, base_elbo)
+
+    if args.thresholds:
+        cache = args.threshold_cache
+        print(f"\nthreshold decoding (cache {cache}; base: fixed-step with cache {cache})")
+        print(header.replace("speed-up", " fewer ×"))
+        fixed, fixed_seconds = (base, base_seconds) if cache == "none" else run(
+            options(cache), prompts)  # fmt: skip
+        fixed_elbo = base_elbo if cache == "none" else neg_elbo(fixed)
+        passes = statistics.fmean(fixed.forward_passes)
+        for threshold in args.thresholds:
+            out, seconds = run(options(cache, threshold), prompts)
+            elbo = neg_elbo(out)
+            e = mean_se(elbo)
+            d, d_se = mean_se([x - y for x, y in zip(elbo, fixed_elbo)])
+            fewer = passes / statistics.fmean(out.forward_passes)
+            print(f"{'thr ' + str(threshold):>16} {statistics.fmean(out.forward_passes):10.1f} "
+                  f"{n_tokens / seconds:9.1f} {fewer:7.2f}x {agreement(out, fixed):9.1%} "
+                  f"{e[0]:10.3f} ± {e[1]:.3f} {d:+9.3f} ± {d_se:.3f}")  # fmt: skip
+
+    if args.batch_scaling:
+        print("\nbatch scaling (fixed-step, no cache):")
+        for size in (1, 8, 32):
+            batch = (prompts * (1 + size // len(prompts)))[:size]
+            _, seconds = run(options("none"), batch)
+            print(f"  batch {size:>2}: {gen * size / seconds:8.1f} tokens/s, "
+                  f"{seconds / size:6.2f} s per sequence")  # fmt: skip
+    model.close()
 
 
 if __name__ == "__main__":

@@ -10,12 +10,17 @@
     # an exported Hugging Face folder (tools/convert_to_hf.py)
     python tools/generate.py --hf runs/quickstart/hf --prompt "import os" --threshold 0.9
 
+    # Fast-dLLM's dual KV cache (refreshed when a block completes)
+    python tools/generate.py --load CKPT --prompt "def add(a, b):" --cache dual
+
 DLM checkpoints decode by iterative denoising (see --steps, --block-length, --remasking,
---threshold, --cfg-scale); AR checkpoints left to right. Output: one JSON line per prompt with
-the text, the token count, the forward passes and the seconds per sample. --output is checked
-before the model loads and written under a temporary name, renamed when every prompt is done:
-an error (a prompt too long for the model, a full disk) leaves an existing file as it was.
-Exit status: 0 done, 1 bad prompts file, 2 bad flags or input.
+--threshold, --cfg-scale); AR checkpoints left to right. --cache prefix|dual keeps keys and
+values between steps (DLMs: Fast-dLLM's prefix / dual cache, refreshed when a block completes;
+AR models: the exact KV cache). Both sources load through megatron_dlm.inference. Output: one
+JSON line per prompt with the text, the token count, the forward passes and the seconds per
+sample. --output is checked before the model loads and written under a temporary name, renamed
+when every prompt is done: an error (a prompt too long for the model, a full disk) leaves an
+existing file as it was. Exit status: 0 done, 1 bad prompts file, 2 bad flags or input.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts-file", help="text file (one prompt per line) or .jsonl")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per batch")
     parser.add_argument("--output", help="JSONL file to write (default: stdout)")
-    parser.add_argument("--device", default=None, help="HF models: cpu or cuda (default: auto)")
+    parser.add_argument("--device", default=None, help="--hf: cpu or cuda (default: auto)")
     add_section_arguments(parser, SamplingConfig, "sampling")
     group = parser.add_argument_group("layout (--load only)")
     group.add_argument("--tensor-model-parallel-size", type=int, default=1)
@@ -80,52 +85,40 @@ def _sampling_options(args):
     return build_section(SamplingConfig, values)
 
 
-def megatron_generator(args):
-    """(generate(prompt_ids) -> GenerationOutput, tokenizer, is_main) for a Megatron checkpoint."""
-    from megatron_dlm.config import DataConfig, ParallelConfig
-    from megatron_dlm.data.tokenizer import build_tokenizer
-    from megatron_dlm.models import load_trained
-    from megatron_dlm.runtime.distributed import init_distributed
-    from megatron_dlm.sampling import autoregressive_generate, diffusion_generate
-    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
+def _load(args, path: str, kind: str):
+    """(generate(prompt_ids) -> GenerationOutput, tokenizer, is_main), the model loaded once."""
+    from megatron_dlm.config import ParallelConfig
+    from megatron_dlm.inference import load_model
 
+    options = _sampling_options(args)
     parallel = ParallelConfig(
         tensor_model_parallel_size=args.tensor_model_parallel_size,
         expert_model_parallel_size=args.expert_model_parallel_size,
     )
-    options = _sampling_options(args)
-    ctx = init_distributed(parallel, seed=options.seed)
-    trained = load_trained(args.load, parallel)
-    cfg, vocab = trained.config, trained.vocab
-    tokenizer_model = args.tokenizer_model or trained.tokenizer.model
-    if not tokenizer_model:
-        raise SystemExit("the checkpoint records no tokenizer path: give --tokenizer-model")
-    tokenizer = build_tokenizer(
-        DataConfig(tokenizer_type=cfg.data.tokenizer_type, tokenizer_model=tokenizer_model)
-    )
-    if tokenizer.vocab_size != vocab.size or tokenizer.mask_id != vocab.mask_id:
-        raise SystemExit(
-            f"--tokenizer-model {tokenizer_model} (vocab {tokenizer.vocab_size}) does not match "
-            f"the checkpoint (vocab {vocab.size})"
-        )
-    fn = megatron_logits_fn(trained.module, bidirectional=trained.bidirectional)
+    model = load_model(
+        path, parallel=parallel, device=args.device, tokenizer_model=args.tokenizer_model,
+        seed=options.seed,
+    )  # fmt: skip
+    if model.source != kind:
+        model.close()
+        flag, wanted = ("--load", "a Megatron-DLM checkpoint") if kind == "megatron" else (
+            "--hf", "an exported Hugging Face folder")  # fmt: skip
+        raise ValueError(f"{flag} {path}: not {wanted}")
 
     def generate(prompt_ids):
-        common = dict(
-            pad_id=vocab.pad_id, eos_id=vocab.eod_id, mask_id=vocab.mask_id, options=options,
-            vocab_size=vocab.size, max_length=cfg.model.max_position_embeddings,
-        )  # fmt: skip
-        if cfg.objective.bidirectional:
-            return diffusion_generate(fn, prompt_ids, **common)
-        return autoregressive_generate(fn, prompt_ids, **common)
+        return model.generate(prompt_ids, options)
 
-    return generate, tokenizer, ctx.is_main
+    return generate, model, model.data_parallel.is_main
+
+
+def megatron_generator(args):
+    """A Megatron checkpoint (any saved layout), at this run's TP/EP."""
+    return _load(args, args.load, "megatron")
 
 
 def hf_generator(args):
-    from megatron_dlm.hf.generation import load_hf_generator
-
-    return load_hf_generator(args.hf, _sampling_options(args), device=args.device)
+    """An exported Hugging Face folder."""
+    return _load(args, args.hf, "hf")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,18 @@ class TrainingConfig:
     """Evaluate on the validation set every N steps (and at the end); unset: only at the end."""
     eval_iters: int = 10
     """Global batches per evaluation."""
+    eval_tasks: str | None = None
+    """Comma-separated lm-eval tasks (``python_nextline_mc``, ``humaneval_offline``, or any task
+    lm-eval knows) to run on the live model every --eval-tasks-interval steps and at the end of
+    the budget; the data-parallel replicas share the requests (docs/inference.md)."""
+    eval_tasks_interval: int | None = None
+    """Run --eval-tasks every N steps (and at the end); unset: only at the end."""
+    eval_tasks_limit: int | None = None
+    """Documents per task for --eval-tasks (lm-eval's --limit); unset: every document."""
+    eval_tasks_model_args: str | None = None
+    """Options of the ``megatron_dlm`` lm-eval model for --eval-tasks, as ``key=value,...``
+    (tools/evaluate.py's --model_args: mc_num, mc_batch_size, batch_size, gen_length, steps,
+    block_length, remasking, threshold, cache, seed, ...)."""
     max_skipped_iters: int = 10
     """Stop when this many consecutive steps were skipped for NaN/Inf loss or gradients."""
     check_for_nan_in_loss_and_grad: bool = True
@@ -67,6 +79,28 @@ class TrainingConfig:
         require(
             self.eval_interval is None or self.eval_interval >= 1, "--eval-interval must be >= 1"
         )
+        require(
+            self.eval_tasks_interval is None or self.eval_tasks_interval >= 1,
+            f"--eval-tasks-interval must be >= 1, got {self.eval_tasks_interval}",
+        )
+        require(
+            self.eval_tasks_limit is None or self.eval_tasks_limit >= 1,
+            f"--eval-tasks-limit must be >= 1, got {self.eval_tasks_limit}",
+        )
+        if self.eval_tasks is not None:
+            names = self.eval_tasks.split(",")
+            require(
+                all(name.strip() for name in names),
+                f"--eval-tasks {self.eval_tasks!r}: expected comma-separated lm-eval task names",
+            )
+            self.eval_tasks = ",".join(name.strip() for name in names)
+        if self.eval_tasks_model_args is not None:
+            items = [item for item in self.eval_tasks_model_args.split(",") if item.strip()]
+            require(
+                bool(items) and all("=" in item for item in items),
+                f"--eval-tasks-model-args {self.eval_tasks_model_args!r}: expected "
+                "key=value,key=value (e.g. mc_num=32,gen_length=128)",
+            )
         require(self.max_skipped_iters >= 1, "--max-skipped-iters must be >= 1")
         require(
             self.exit_duration_in_mins is None or self.exit_duration_in_mins > 0,

@@ -9,7 +9,8 @@
 * ``to_megatron``: folder (our export, or a stock AR checkpoint) -> checkpoint
   (tools/convert_hf_to_megatron.py); ``tokenizer_import``: its tokenizer with the DLM's
   special tokens.
-* ``tokenizer_export``, ``generation`` (tools/generate.py --hf).
+* ``tokenizer_export``: the tokenizer files of an export (sampling from an export is
+  :mod:`megatron_dlm.inference`).
 
 Nothing is imported here, so ``import megatron_dlm.hf`` does not pull in transformers.
 """

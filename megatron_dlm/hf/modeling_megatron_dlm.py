@@ -10,7 +10,9 @@ Attention is bidirectional for diffusion LMs (``objective == "dlm"``) and causal
 baseline. Left or right padding is handled by ``attention_mask``: padded keys are never attended
 and positions count from each row's first valid token, so a padded row computes what it would
 alone. ``generate()`` runs Megatron-DLM's own sampler (iterative denoising, or left to right for
-AR models); its files ship next to this one.
+AR models); its files ship next to this one. The sampler's KV caches (``cache="prefix"`` or
+``"dual"``: Fast-dLLM's caches for DLMs, the exact cache for AR models) keep every layer's keys
+and values in a :class:`KVCache` (see :meth:`_LanguageModel.logits_with_cache`).
 
 Numerics follow megatron-core 0.16.1: RoPE on the first ``rotary_percent`` of each head's
 dimensions, non-interleaved (halves rotated), frequencies in float32; QK-norm per head before
@@ -36,9 +38,8 @@ from transformers.utils import ModelOutput
 from .configuration_megatron_dlm import MegatronDLMConfig
 
 try:  # an exported folder ships the sampler next to this file
-    from .autoregressive import autoregressive_generate
     from .common import GenerationOutput
-    from .diffusion import diffusion_generate
+    from .generation import generate as sampler_generate
     from .options import SamplingConfig
 except ImportError:  # this file inside the megatron_dlm package
     # Imported by name: transformers < 4.40 scans `except` blocks for `from X import` lines and
@@ -46,8 +47,7 @@ except ImportError:  # this file inside the megatron_dlm package
     _sampling = importlib.import_module("megatron_dlm.sampling")
     GenerationOutput = _sampling.GenerationOutput
     SamplingConfig = _sampling.SamplingConfig
-    autoregressive_generate = _sampling.autoregressive_generate
-    diffusion_generate = _sampling.diffusion_generate
+    sampler_generate = _sampling.generate
 
 DREAM_ALGORITHMS = {
     "origin": "random",
@@ -103,6 +103,67 @@ def attention_bias(
     return bias.masked_fill(blocked, torch.finfo(dtype).min)
 
 
+def cached_attention_bias(
+    valid: torch.Tensor, start: int, queries: int, causal: bool, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """Additive bias [b, 1, Q, K] for queries at columns ``start .. start + Q - 1`` over the key
+    columns of ``valid`` [b, K] (padded keys, and for causal models later keys, masked)."""
+    blocked = ~valid.bool()[:, None, None, :]
+    if causal:
+        keys = torch.arange(valid.shape[1], device=valid.device)
+        query_columns = torch.arange(start, start + queries, device=valid.device)
+        blocked = blocked | (keys[None, :] > query_columns[:, None])
+    if not bool(blocked.any()):
+        return None
+    bias = torch.zeros(blocked.shape, dtype=dtype, device=valid.device)
+    return bias.masked_fill(blocked, torch.finfo(dtype).min)
+
+
+class KVCache:
+    """Every layer's keys and values at every column, for the sampler's KV caches.
+
+    ``[batch, key/value heads, length, head_dim]`` per layer, after QK-norm and RoPE, allocated
+    when first stored.
+    """
+
+    def __init__(self, batch_size: int, length: int):
+        self.batch_size, self.length = batch_size, length
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+
+
+@dataclass
+class CachedPass:
+    """One forward pass over query columns ``start .. start + Q - 1`` of cache ``rows`` [n],
+    attending to key columns ``0 .. columns - 1``; ``store`` writes this pass's keys/values."""
+
+    cache: KVCache
+    rows: torch.Tensor
+    start: int
+    columns: int
+    store: bool
+
+    def merge(
+        self, layer: int, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [n, heads, columns, d]: ``key``/``value`` [n, heads, Q, d] where this
+        pass ran, the cache's elsewhere."""
+        cache, lo = self.cache, self.start
+        hi = lo + key.shape[2]
+        if layer not in cache.keys:
+            shape = (cache.batch_size, key.shape[1], cache.length, key.shape[3])
+            cache.keys[layer], cache.values[layer] = key.new_zeros(shape), value.new_zeros(shape)
+        if self.store:
+            cache.keys[layer][self.rows, :, lo:hi] = key
+            cache.values[layer][self.rows, :, lo:hi] = value
+        if lo == 0 and hi == self.columns:
+            return key, value
+        keys = cache.keys[layer][self.rows, :, : self.columns]  # a copy
+        values = cache.values[layer][self.rows, :, : self.columns]
+        keys[:, :, lo:hi], values[:, :, lo:hi] = key, value
+        return keys, values
+
+
 class RotaryEmbedding(nn.Module):
     """megatron-core's RoPE: angles = position x base^(-2i/d) for the first d = head_dim x
     rotary_percent dimensions, duplicated as [angles, angles] (non-interleaved)."""
@@ -139,8 +200,9 @@ def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head / grouped-query self-attention with optional QK-norm and RoPE."""
 
-    def __init__(self, config: MegatronDLMConfig):
+    def __init__(self, config: MegatronDLMConfig, index: int = 0):
         super().__init__()
+        self.index = index
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
@@ -158,9 +220,14 @@ class Attention(nn.Module):
         self.dropout = config.attention_dropout
 
     def forward(
-        self, x: torch.Tensor, angles: torch.Tensor | None, bias: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        angles: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        cached: CachedPass | None = None,
     ) -> torch.Tensor:
-        """``x`` [b, L, hidden], ``angles`` [b, 1, L, rot] or None, ``bias`` [b, 1, L, L]."""
+        """``x`` [b, L, hidden], ``angles`` [b, 1, L, rot] or None, ``bias`` [b, 1, L, L]
+        ([b, 1, L, K] with ``cached``: keys and values of the other columns from its cache)."""
         b, length, _ = x.shape
         q = self.q_proj(x).view(b, length, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(b, length, self.num_kv_heads, self.head_dim)
@@ -170,6 +237,8 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [b, heads, L, d]
         if angles is not None:
             q, k = apply_rotary(q, angles), apply_rotary(k, angles)
+        if cached is not None:
+            k, v = cached.merge(self.index, k, v)
         group = self.num_heads // self.num_kv_heads
         if group > 1:  # query head i reads key/value head i // group, as megatron-core
             k = k.repeat_interleave(group, dim=1)
@@ -266,7 +335,7 @@ class DecoderLayer(nn.Module):
     def __init__(self, config: MegatronDLMConfig, index: int):
         super().__init__()
         self.input_layernorm = make_norm(config, config.hidden_size)
-        self.self_attn = Attention(config)
+        self.self_attn = Attention(config, index)
         self.post_attention_layernorm = make_norm(config, config.hidden_size)
         if config.is_moe_layer(index):
             self.mlp = MoE(config)
@@ -274,8 +343,8 @@ class DecoderLayer(nn.Module):
             self.mlp = MLP(config, config.intermediate_size, config.add_bias_linear)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, x, angles, bias):
-        x = x + self.dropout(self.self_attn(self.input_layernorm(x), angles, bias))
+    def forward(self, x, angles, bias, cached: CachedPass | None = None):
+        x = x + self.dropout(self.self_attn(self.input_layernorm(x), angles, bias, cached))
         return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -329,6 +398,7 @@ class MegatronDLMModel(MegatronDLMPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        kv_cache: CachedPass | None = None,
         **kwargs,
     ) -> BaseModelOutput | tuple:
         """Hidden states for ``input_ids`` [b, L] (or ``inputs_embeds`` [b, L, hidden]).
@@ -336,9 +406,13 @@ class MegatronDLMModel(MegatronDLMPreTrainedModel):
         Args:
             attention_mask: [b, L], 1 (or True) for tokens, 0 for padding (either side).
             position_ids: [b, L]; default: counted from each row's first valid token.
+            kv_cache: the sampler's cached pass: the inputs are the query columns,
+                ``attention_mask`` [b, K] covers the key columns, ``position_ids`` is required.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
+        if kv_cache is not None and (position_ids is None or attention_mask is None):
+            raise ValueError("a cached pass needs position_ids and attention_mask")
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         b, length = x.shape[:2]
         if position_ids is None:
@@ -350,10 +424,15 @@ class MegatronDLMModel(MegatronDLMPreTrainedModel):
             x = x + self.embed_positions(position_ids)
         x = self.dropout(x)
         angles = self.rotary(position_ids) if self.rotary is not None else None
-        bias = attention_bias(attention_mask, self.config.is_causal, length, x.dtype, x.device)
+        if kv_cache is not None:
+            bias = cached_attention_bias(
+                attention_mask, kv_cache.start, length, self.config.is_causal, x.dtype
+            )
+        else:
+            bias = attention_bias(attention_mask, self.config.is_causal, length, x.dtype, x.device)
         hidden_states = [x] if output_hidden_states else None
         for layer in self.layers:
-            x = layer(x, angles, bias)
+            x = layer(x, angles, bias, kv_cache)
             if output_hidden_states:
                 hidden_states.append(x)
         x = self.norm(x)
@@ -409,11 +488,49 @@ class _LanguageModel(MegatronDLMPreTrainedModel):
     # Sampling ------------------------------------------------------------------------------
 
     def _logits_fn(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """The sampler's ``logits_fn``: CPU tensors in, float32 CPU logits [b, L, V] out."""
+        """The sampler's ``logits_fn``: float32 logits [b, L, V] on the model's device."""
         device = self.lm_head.weight.device
         with torch.no_grad():
             out = self(input_ids=tokens.to(device), attention_mask=valid.to(device))
-        return out.logits.float().cpu()
+        return out.logits.float()
+
+    def init_cache(self, batch_size: int, length: int) -> KVCache:
+        """An empty :class:`KVCache` for ``batch_size`` rows of ``length`` columns."""
+        return KVCache(batch_size, length)
+
+    @torch.no_grad()
+    def logits_with_cache(
+        self,
+        cache: KVCache,
+        rows: torch.Tensor,
+        tokens: torch.Tensor,
+        valid: torch.Tensor,
+        start: int,
+        *,
+        store: bool,
+        logits_columns: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """Logits [n, hi - lo, V] (float32) of query columns ``start .. start + Q - 1``.
+
+        ``tokens`` [n, Q] are those columns of cache ``rows`` [n]; ``valid`` [n, K] marks the
+        key columns (False = padding). Keys and values of the query columns come from this pass
+        (and are written to the cache with ``store``), all others from the cache.
+        ``logits_columns`` (lo, hi): only these columns' logits (default: all query columns).
+        """
+        device = self.lm_head.weight.device
+        tokens, valid, rows = tokens.to(device), valid.to(device), rows.to(device)
+        queries = tokens.shape[1]
+        lo, hi = logits_columns or (start, start + queries)
+        positions = positions_from_mask(valid)[:, start : start + queries]
+        cached = CachedPass(cache, rows, start, valid.shape[1], store)
+        out = self.model(
+            input_ids=tokens, attention_mask=valid, position_ids=positions, kv_cache=cached
+        )
+        return self.lm_head(out.last_hidden_state[:, lo - start : hi - start]).float()
+
+    def sampler_logits(self) -> _SamplerLogits:
+        """This model as the sampler's logits function (with the KV cache methods)."""
+        return _SamplerLogits(self)
 
     def sampling_options(
         self, generation_config: GenerationConfig | None = None, **kwargs
@@ -423,8 +540,9 @@ class _LanguageModel(MegatronDLMPreTrainedModel):
 
         Keys are :class:`SamplingConfig` fields (``gen_length``, ``steps``, ``block_length``,
         ``remasking``, ``threshold``, ``temperature``, ``top_k``, ``top_p``, ``cfg_scale``,
-        ``seed``, ...). Hugging Face names work too: ``max_new_tokens`` is ``gen_length``, and
-        ``do_sample=False`` means greedy (temperature 0) unless a temperature is passed here.
+        ``seed``, ``cache`` none/prefix/dual, ...). Hugging Face names work too:
+        ``max_new_tokens`` is ``gen_length``, and ``do_sample=False`` means greedy
+        (temperature 0) unless a temperature is passed here.
         """
         config = generation_config or self.generation_config
         fields = set(SamplingConfig.__dataclass_fields__)
@@ -446,7 +564,21 @@ class _LanguageModel(MegatronDLMPreTrainedModel):
         return SamplingConfig(**values)
 
     def _sample(self, prompts, options: SamplingConfig) -> GenerationOutput:
-        raise NotImplementedError
+        config = self.config
+        if not config.is_causal and config.mask_token_id is None:
+            raise ValueError("config.mask_token_id is not set: diffusion sampling needs it")
+        return sampler_generate(
+            self.sampler_logits(),
+            prompts,
+            bidirectional=not config.is_causal,
+            mask_id=config.mask_token_id,
+            pad_id=config.pad_token_id,
+            eos_id=config.eos_token_id,
+            options=options,
+            vocab_size=config.vocab_size,
+            max_length=config.max_position_embeddings,
+            device=self.lm_head.weight.device,
+        )
 
     @torch.no_grad()
     def generate_sequences(
@@ -488,6 +620,24 @@ class _LanguageModel(MegatronDLMPreTrainedModel):
         for row, sequence in enumerate(result.sequences):
             new[row, : len(sequence)] = torch.tensor(sequence, dtype=input_ids.dtype)
         return torch.cat([input_ids, new.to(input_ids.device)], dim=1)
+
+
+class _SamplerLogits:
+    """A model as the sampler's logits function with a KV cache (``CachingLogitsFn``)."""
+
+    def __init__(self, model: _LanguageModel):
+        self.model = model
+
+    def __call__(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return self.model._logits_fn(tokens, valid)
+
+    def init_cache(self, batch_size: int, length: int) -> KVCache:
+        return self.model.init_cache(batch_size, length)
+
+    def logits_with_cache(self, cache, rows, tokens, valid, start, *, store, logits_columns=None):
+        return self.model.logits_with_cache(
+            cache, rows, tokens, valid, start, store=store, logits_columns=logits_columns
+        )
 
 
 class MegatronDLMForMaskedLM(_LanguageModel):
@@ -577,6 +727,8 @@ class MegatronDLMForMaskedLM(_LanguageModel):
             if resolved.threshold is not None or resolved.stop_at_eos:
                 raise ValueError("output_history needs a fixed number of steps per sequence: "
                                  "no threshold, stop_at_eos=False")  # fmt: skip
+            if resolved.cache != "none":
+                raise ValueError("output_history records uncached passes: use cache='none'")
             self._logits_fn = self._recording_logits_fn(history, len(inputs))
         try:
             sequences = self.generate(inputs, attention_mask, generation_config, **options)
@@ -602,25 +754,12 @@ class MegatronDLMForMaskedLM(_LanguageModel):
 
         return record
 
-    def _sample(self, prompts, options: SamplingConfig) -> GenerationOutput:
-        if self.config.mask_token_id is None:
-            raise ValueError("config.mask_token_id is not set: diffusion sampling needs it")
-        return diffusion_generate(
-            self._logits_fn,
-            prompts,
-            mask_id=self.config.mask_token_id,
-            pad_id=self.config.pad_token_id,
-            eos_id=self.config.eos_token_id,
-            options=options,
-            vocab_size=self.config.vocab_size,
-            max_length=self.config.max_position_embeddings,
-        )
-
 
 class MegatronDLMForCausalLM(_LanguageModel):
     """The matched autoregressive baseline: causal attention, next-token prediction.
 
-    ``generate()`` samples left to right with Megatron-DLM's AR sampler (no KV cache).
+    ``generate()`` samples left to right with Megatron-DLM's AR sampler (``cache="prefix"``:
+    the exact KV cache).
     """
 
     def forward(
@@ -648,21 +787,10 @@ class MegatronDLMForCausalLM(_LanguageModel):
             return tuple(v for v in (loss, logits, hidden) if v is not None)
         return CausalLMOutput(loss=loss, logits=logits, hidden_states=hidden)
 
-    def _sample(self, prompts, options: SamplingConfig) -> GenerationOutput:
-        return autoregressive_generate(
-            self._logits_fn,
-            prompts,
-            pad_id=self.config.pad_token_id,
-            eos_id=self.config.eos_token_id,
-            mask_id=self.config.mask_token_id,
-            options=options,
-            vocab_size=self.config.vocab_size,
-            max_length=self.config.max_position_embeddings,
-        )
-
 
 __all__ = [
     "DiffusionGenerateOutput",
+    "KVCache",
     "MegatronDLMForCausalLM",
     "MegatronDLMForMaskedLM",
     "MegatronDLMModel",

@@ -371,7 +371,7 @@ def verify_import(
 
     from megatron_dlm.hf.modeling_megatron_dlm import positions_from_mask
     from megatron_dlm.hf.verify import sample_batch
-    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
+    from megatron_dlm.inference.megatron import megatron_logits_fn
 
     tokens, valid = sample_batch(original_vocab, length, vocab.eod_id)
     reference = megatron_logits_fn(model, bidirectional=False)(tokens, valid)[..., :original_vocab]

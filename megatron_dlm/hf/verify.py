@@ -96,7 +96,7 @@ def verify_export(
     bfloat16 export pass ``round_weights_to=torch.bfloat16``: the Megatron weights are rounded
     the same way first (in place), so the check tests the mapping, not bf16 arithmetic.
     """
-    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
+    from megatron_dlm.inference.megatron import megatron_logits_fn
 
     model, vocab = loaded.module, loaded.vocab
     device = next(model.parameters()).device

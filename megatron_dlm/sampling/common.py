@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -12,7 +13,57 @@ LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 ``valid`` is False on left padding; the function must keep padding out of attention (keys) and
 number positions from the first valid token, so a padded prompt computes what it would alone.
+Logits stay on the model's device; the samplers work there.
 """
+
+
+@runtime_checkable
+class CachingLogitsFn(Protocol):
+    """A :data:`LogitsFn` that can also keep every layer's keys and values between calls.
+
+    The cache holds, for ``batch_size`` rows and ``length`` columns, what a forward pass computed
+    at each column. :meth:`logits_with_cache` runs the model over the query columns only:
+
+    * ``tokens`` [n, Q]: the tokens at columns ``start .. start + Q - 1`` of cache rows ``rows``
+      [n] (int64, indices into the cache's batch);
+    * ``valid`` [n, K]: key columns ``0 .. K - 1``, False on padding (never attended). Keys at
+      the query columns come from this call, every other key column from the cache (it must
+      have been stored before);
+    * ``store``: write this call's keys and values into the cache at the query columns;
+    * ``logits_columns`` (lo, hi): return logits for these columns only (inside the query
+      columns; default all of them) -> [n, hi - lo, V].
+
+    Causal models attend each query to key columns up to its own. Positions count from each
+    row's first valid column, as for the plain call.
+    """
+
+    def __call__(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor: ...
+
+    def init_cache(self, batch_size: int, length: int) -> Any: ...
+
+    def logits_with_cache(
+        self,
+        cache: Any,
+        rows: torch.Tensor,
+        tokens: torch.Tensor,
+        valid: torch.Tensor,
+        start: int,
+        *,
+        store: bool,
+        logits_columns: tuple[int, int] | None = None,
+    ) -> torch.Tensor: ...
+
+
+def require_cache(logits_fn: LogitsFn, cache: str) -> CachingLogitsFn:
+    """``logits_fn`` as a :class:`CachingLogitsFn`, or a clear error for ``--cache``."""
+    if not isinstance(logits_fn, CachingLogitsFn):
+        raise ValueError(f"--cache {cache}: this model's logits function keeps no KV cache")
+    return logits_fn
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` (sampling noise is drawn where the logits are)."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 @dataclass
@@ -74,7 +125,9 @@ def sample_tokens(
     filtered = filter_logits(logits.double(), top_k, top_p)
     if temperature == 0:
         return filtered.argmax(-1)
-    uniform = torch.rand(filtered.shape, dtype=torch.float64, generator=generator)
+    uniform = torch.rand(
+        filtered.shape, dtype=torch.float64, generator=generator, device=filtered.device
+    )
     gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
     return (filtered / temperature + gumbel).argmax(-1)
 

@@ -8,6 +8,11 @@ above a confidence threshold). Committed tokens stay committed.
 Each prompt owns its random generator (seeded from ``seed``) and its own block/step state, and
 padding is kept out of attention by the logits function, so a prompt decodes to the same tokens
 alone or in any batch.
+
+With ``cache`` prefix or dual (Fast-dLLM), a block's first step is a full forward pass that stores
+every layer's keys and values; its other steps run only the block (dual) or the block and the
+masked suffix (prefix) and read the remaining keys and values from that cache. Sequences in
+different blocks never share a pass, so the batch invariance holds with the cache too.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ from dataclasses import dataclass
 import torch
 
 from .common import (
+    CachingLogitsFn,
     GenerationOutput,
     LogitsFn,
     check_prompts,
     left_pad,
+    make_generator,
+    require_cache,
     sample_tokens,
 )
 from .options import SamplingConfig
@@ -42,7 +50,9 @@ def confidence(
     is sampled, not how sure the model is.
     """
     if strategy == "random":
-        return torch.rand(sampled.shape, dtype=torch.float64, generator=generator)
+        return torch.rand(
+            sampled.shape, dtype=torch.float64, generator=generator, device=sampled.device
+        )
     probs = torch.softmax(logits.double(), dim=-1)
     if strategy == "low_confidence":
         return probs.gather(-1, sampled[:, None])[:, 0]
@@ -100,44 +110,63 @@ def diffusion_generate(
     options: SamplingConfig | None = None,
     vocab_size: int | None = None,
     max_length: int | None = None,
+    device: torch.device | str | None = None,
 ) -> GenerationOutput:
     """Generate ``options.gen_length`` tokens after each prompt by iterative denoising.
 
     Args:
-        logits_fn: the model, see :data:`LogitsFn`.
+        logits_fn: the model, see :data:`LogitsFn` (a :class:`CachingLogitsFn` for
+            ``options.cache`` other than none).
         prompts: token ids per prompt (lengths may differ).
         mask_id, pad_id, eos_id: the tokenizer's special ids.
         vocab_size: real vocabulary size; logits of padded vocabulary rows are ignored.
         max_length: the model's maximum sequence length (prompt + generation must fit).
+        device: where tokens, logits and sampling live (the model's device; default CPU).
     """
     opts = options or SamplingConfig()
     check_prompts(prompts, opts.gen_length, max_length)
+    device = torch.device(device or "cpu")
     tokens, valid, start = left_pad(prompts, pad_id, opts.gen_length, mask_id)
-    rows = [_Row(torch.Generator().manual_seed(opts.seed)) for _ in prompts]
+    tokens, valid = tokens.to(device), valid.to(device)
+    rows = [_Row(make_generator(opts.seed, device)) for _ in prompts]
     schedule = transfer_schedule(opts.block_length, opts.steps_per_block)
     prompt_region = valid.clone()
     prompt_region[:, start:] = False
+    cache = None
+    if opts.cache != "none":
+        logits_fn = require_cache(logits_fn, opts.cache)
+        branches = 2 if opts.cfg_scale > 0 else 1
+        cache = logits_fn.init_cache(branches * len(prompts), tokens.shape[1])
+    passes_per_step = 2 if opts.cfg_scale > 0 else 1
     while True:
         active = [i for i, row in enumerate(rows) if not row.done]
         if not active:
             break
-        index = torch.tensor(active)
-        batch, batch_valid = tokens[index], valid[index]
-        if opts.cfg_scale > 0:
-            unconditional = batch.masked_fill(prompt_region[index], mask_id)
-            both = logits_fn(torch.cat([batch, unconditional]), torch.cat([batch_valid] * 2))
-            cond, uncond = both[: len(active)].float(), both[len(active) :].float()
-            logits = uncond + (opts.cfg_scale + 1) * (cond - uncond)
-        else:
-            logits = logits_fn(batch, batch_valid).float()
-        if vocab_size is not None:
-            logits = logits[..., :vocab_size]
-        logits[..., mask_id] = float("-inf")  # the mask token is never a prediction
-        for position, i in enumerate(active):
-            _denoise_step(
-                tokens[i], logits[position], rows[i], start, opts, schedule, mask_id, eos_id
+        if cache is None:
+            # Every step recomputes every position of every active sequence.
+            index = torch.tensor(active, device=device)
+            logits = _guided(
+                logits_fn, tokens[index], valid[index], prompt_region[index], opts, mask_id
             )
-            rows[i].passes += 2 if opts.cfg_scale > 0 else 1
+            logits = _prediction_logits(logits, vocab_size, mask_id)
+            for position, i in enumerate(active):
+                lo = start + rows[i].block * opts.block_length
+                block_logits = logits[position, lo : lo + opts.block_length]
+                _denoise_step(tokens[i], block_logits, lo, rows[i], opts, schedule, mask_id, eos_id)
+                rows[i].passes += passes_per_step
+            continue
+        for group in _cache_groups(active, rows):
+            lo = start + rows[group[0]].block * opts.block_length
+            block_logits = _cached_block_logits(
+                logits_fn, cache, group, tokens, valid, prompt_region, lo,
+                refresh=rows[group[0]].step == 0, opts=opts, mask_id=mask_id,
+            )  # fmt: skip
+            block_logits = _prediction_logits(block_logits, vocab_size, mask_id)
+            for position, i in enumerate(group):
+                _denoise_step(
+                    tokens[i], block_logits[position], lo, rows[i], opts, schedule, mask_id, eos_id
+                )
+                rows[i].passes += passes_per_step
     sequences = []
     for i in range(len(rows)):
         generated = tokens[i, start:].tolist()
@@ -152,20 +181,97 @@ def diffusion_generate(
     )
 
 
+def _guided(
+    logits_fn: LogitsFn,
+    batch: torch.Tensor,
+    batch_valid: torch.Tensor,
+    prompt_region: torch.Tensor,
+    opts: SamplingConfig,
+    mask_id: int,
+) -> torch.Tensor:
+    """Full-sequence logits [n, L, V] (float32), classifier-free guided if ``cfg_scale`` > 0."""
+    if opts.cfg_scale > 0:
+        unconditional = batch.masked_fill(prompt_region, mask_id)
+        both = logits_fn(torch.cat([batch, unconditional]), torch.cat([batch_valid] * 2))
+        cond, uncond = both[: len(batch)].float(), both[len(batch) :].float()
+        return uncond + (opts.cfg_scale + 1) * (cond - uncond)
+    return logits_fn(batch, batch_valid).float()
+
+
+def _prediction_logits(logits: torch.Tensor, vocab_size: int | None, mask_id: int) -> torch.Tensor:
+    """Drop padded vocabulary rows; the mask token is never a prediction. [..., V] -> [..., v]."""
+    if vocab_size is not None:
+        logits = logits[..., :vocab_size]
+    logits[..., mask_id] = float("-inf")
+    return logits
+
+
+def _cache_groups(active: list[int], rows: list[_Row]) -> list[list[int]]:
+    """Active sequences that can share one cached forward pass: same block, and all starting
+    it (a full pass that refreshes the cache) or all inside it."""
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for i in active:
+        groups.setdefault((rows[i].block, rows[i].step == 0), []).append(i)
+    return list(groups.values())
+
+
+def _cached_block_logits(
+    logits_fn: CachingLogitsFn,
+    cache: object,
+    group: list[int],
+    tokens: torch.Tensor,
+    valid: torch.Tensor,
+    prompt_region: torch.Tensor,
+    lo: int,
+    *,
+    refresh: bool,
+    opts: SamplingConfig,
+    mask_id: int,
+) -> torch.Tensor:
+    """Logits [n, block_length, V] of the current block [lo, lo + block_length) of ``group``.
+
+    A block's first step runs every position and stores the keys and values (the refresh);
+    later steps run the block and, with the prefix cache, the masked suffix after it, reading
+    every other position from the cache.
+    """
+    hi = lo + opts.block_length
+    index = torch.tensor(group, device=tokens.device)
+    batch, batch_valid, cache_rows = tokens[index], valid[index], index
+    if opts.cfg_scale > 0:  # cache rows [b, 2b) hold the unconditional branch
+        unconditional = batch.masked_fill(prompt_region[index], mask_id)
+        batch = torch.cat([batch, unconditional])
+        batch_valid = torch.cat([batch_valid] * 2)
+        cache_rows = torch.cat([index, index + len(tokens)])
+    length = batch.shape[1]
+    if refresh:
+        q_lo, q_hi = 0, length
+    elif opts.cache == "prefix":
+        q_lo, q_hi = lo, length
+    else:  # dual
+        q_lo, q_hi = lo, hi
+    logits = logits_fn.logits_with_cache(
+        cache, cache_rows, batch[:, q_lo:q_hi], batch_valid, q_lo, store=refresh,
+        logits_columns=(lo, hi),
+    ).float()  # fmt: skip
+    if opts.cfg_scale > 0:
+        cond, uncond = logits[: len(group)], logits[len(group) :]
+        return uncond + (opts.cfg_scale + 1) * (cond - uncond)
+    return logits
+
+
 def _denoise_step(
     row_tokens: torch.Tensor,
-    logits: torch.Tensor,
+    block_logits: torch.Tensor,
+    lo: int,
     row: _Row,
-    start: int,
     opts: SamplingConfig,
     schedule: list[int],
     mask_id: int,
     eos_id: int | None,
 ) -> None:
-    """One step on one sequence's current block (``row_tokens`` [T] is updated in place)."""
-    lo = start + row.block * opts.block_length
+    """One step on one sequence's current block [lo, lo + block_length) (``row_tokens`` [T] is
+    updated in place; ``block_logits`` [block_length, V])."""
     hi = lo + opts.block_length
-    block_logits = logits[lo:hi]
     masked = row_tokens[lo:hi] == mask_id
     sampled = sample_tokens(block_logits, opts.temperature, opts.top_k, opts.top_p, row.generator)
     conf = confidence(block_logits, sampled, opts.remasking, row.generator)

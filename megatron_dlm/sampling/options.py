@@ -57,6 +57,12 @@ class SamplingConfig:
     committed early (a known failure: EOS floods in the first blocks)."""
     seed: int = 0
     """Seed for sampling noise and random remasking (per prompt, independent of the batch)."""
+    cache: Literal["none", "prefix", "dual"] = "none"
+    """Key/value caching. DLMs (Fast-dLLM, arXiv 2505.22618): prefix keeps the keys and values
+    of everything before the current block, dual also those of the masked positions after it;
+    both are computed by a full pass when a block starts and reused until it completes (an
+    approximation: outputs may differ from none). AR models: prefix or dual is the exact KV
+    cache (the same tokens as none, one position per forward pass)."""
 
     def __post_init__(self):
         require(self.gen_length >= 1, "--gen-length must be >= 1")
@@ -77,6 +83,10 @@ class SamplingConfig:
         require(self.top_p is None or 0 < self.top_p <= 1, "--top-p must be in (0, 1]")
         require(self.threshold is None or 0 < self.threshold < 1, "--threshold must be in (0, 1)")
         require(self.cfg_scale >= 0, "--cfg-scale must be >= 0")
+        require(
+            self.cache in ("none", "prefix", "dual"),
+            f"--cache must be none, prefix or dual, got {self.cache!r}",
+        )
 
     @property
     def num_blocks(self) -> int:

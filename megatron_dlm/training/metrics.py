@@ -102,7 +102,7 @@ class MetricsWriter:
         clean = {k: _jsonable(v) for k, v in record.items()}
         self._file.write(json.dumps(clean) + "\n")
         if self._wandb is not None:
-            prefix = "valid/" if record.get("split") == "valid" else "train/"
+            prefix = {"valid": "valid/", "tasks": "tasks/"}.get(record.get("split"), "train/")
             numbers = {
                 prefix + k: v
                 for k, v in clean.items()
@@ -156,12 +156,16 @@ def megatron_scalars(record: dict[str, Any]) -> list[tuple[str, float, bool]]:
 
     The objective's metrics keep their report names (``lm loss``, ``masked ce``, ...),
     validation ones get Megatron's `` validation`` suffix; the router losses and their
-    per-layer values (``moe/...``) keep megatron-core's names.
+    per-layer values (``moe/...``) keep megatron-core's names, as do downstream tasks'
+    ``task/metric`` values (``--eval-tasks``).
     """
     valid = record.get("split") == "valid"
+    tasks = record.get("split") == "tasks"  # only its "task/metric" values
     out = []
     for key, value in record.items():
         if key in _NOT_METRICS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if tasks and "/" not in key:
             continue
         if key == "iteration_time_ms":
             value = value / 1000.0  # Megatron-LM logs seconds

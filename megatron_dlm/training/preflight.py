@@ -12,6 +12,10 @@ collective for one that has stopped. :func:`preflight` checks, cheapest first:
 3. the tokenizer loads and has the special tokens;
 4. the datasets exist, are intact, fit the tokenizer and hold the budget (what
    :func:`megatron_dlm.data.datasets.check_datasets` checks).
+
+``--eval-tasks`` needs one pipeline stage, no context or expert parallelism and no sequence
+parallelism (:func:`check_eval_tasks_layout`); its task names are checked by the caller that
+injects the evaluator (``pretrain_dlm.py``: training does not import lm-eval).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from megatron_dlm.config import DLMConfig
+from megatron_dlm.config import ConfigError, DLMConfig
 from megatron_dlm.data.datasets import check_datasets
 from megatron_dlm.data.paths import check_output_dir
 from megatron_dlm.data.plan import DatasetInfo
@@ -55,6 +59,31 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def check_eval_tasks_layout(cfg: DLMConfig) -> None:
+    """``--eval-tasks`` runs the live model as the inference path does: one pipeline stage,
+    whole sequences on every rank of a tensor-parallel group, experts on every rank.
+
+    Raises:
+        ConfigError: naming --eval-tasks and the flag it cannot be combined with.
+    """
+    if not cfg.training.eval_tasks:
+        return
+    parallel = cfg.parallel
+    refused = [
+        (parallel.pipeline_model_parallel_size > 1, "--pipeline-model-parallel-size > 1"),
+        (parallel.context_parallel_size > 1, "--context-parallel-size > 1"),
+        (parallel.expert_model_parallel_size > 1, "--expert-model-parallel-size > 1"),
+        (parallel.sequence_parallel, "--sequence-parallel"),
+    ]
+    for bad, what in refused:
+        if bad:
+            raise ConfigError(
+                f"--eval-tasks runs on the live model with one pipeline stage and whole "
+                f"sequences per rank: not with {what}. Evaluate the saved checkpoints with "
+                "tools/evaluate.py --load CKPT instead (it reshards to any layout)"
+            )
+
+
 def preflight(cfg: DLMConfig, world_size: int | None = None) -> CheckedRun:
     """Check everything about ``cfg`` that needs no process group; call on every rank.
 
@@ -71,6 +100,7 @@ def preflight(cfg: DLMConfig, world_size: int | None = None) -> CheckedRun:
             too small for the budget.
     """
     world_size = world_size_from_env() if world_size is None else world_size
+    check_eval_tasks_layout(cfg)
     layout = resolve_batch_layout(cfg, cfg.parallel.data_parallel_size(world_size))
     ckpt = cfg.checkpoint
     if ckpt.save:

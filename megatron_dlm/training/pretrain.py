@@ -16,7 +16,7 @@ from megatron_dlm.checkpoint import (
     load_checkpoint,
     saved_vocab_rows,
 )
-from megatron_dlm.config import DLMConfig
+from megatron_dlm.config import ConfigError, DLMConfig
 from megatron_dlm.models.vocab import Vocab
 from megatron_dlm.runtime.distributed import destroy_distributed, init_distributed
 from megatron_dlm.training.batching import resolve_batch_layout
@@ -26,7 +26,7 @@ from megatron_dlm.training.model_setup import count_parameters, setup_model
 from megatron_dlm.training.optimizer import build_optimizer, build_scheduler
 from megatron_dlm.training.preflight import preflight, run_directory
 from megatron_dlm.training.step import rank_reads_data
-from megatron_dlm.training.trainer import Trainer
+from megatron_dlm.training.trainer import TaskEvaluator, Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,21 @@ def match_saved_vocab_rows(cfg: DLMConfig, vocab: Vocab, load: str) -> None:
         cfg.model.make_vocab_size_divisible_by = rows // tp
 
 
-def pretrain(cfg: DLMConfig) -> TrainState:
-    """Train the model ``cfg`` describes; collective (call on every rank). Returns the state."""
+def pretrain(cfg: DLMConfig, task_evaluator: TaskEvaluator | None = None) -> TrainState:
+    """Train the model ``cfg`` describes; collective (call on every rank). Returns the state.
+
+    ``task_evaluator`` runs ``--eval-tasks`` on the live model (training does not import
+    lm-eval: ``pretrain_dlm.py`` builds one with
+    :class:`megatron_dlm.eval.training_tasks.TrainingTaskEvaluator`).
+    """
     from megatron_dlm.data.datasets import build_data_loader, build_datasets
     from megatron_dlm.objectives import build_objective
 
+    if cfg.training.eval_tasks and task_evaluator is None:
+        raise ConfigError(
+            f"--eval-tasks {cfg.training.eval_tasks}: pass a task evaluator to pretrain() "
+            "(megatron_dlm.eval.training_tasks.TrainingTaskEvaluator), as pretrain_dlm.py does"
+        )
     start_time = time.time()  # --exit-duration-in-mins counts from here (setup included)
     require_tensorboard(cfg.logging.tensorboard_dir)  # on every rank, before any collective
     checked = preflight(cfg)  # files, tokenizer, data, batch sizes: before any process group
@@ -176,6 +186,9 @@ def pretrain(cfg: DLMConfig) -> TrainState:
             tokenizer=tok_record,
             run_dir=str(run_dir),
             start_time=start_time,
+            task_evaluator=task_evaluator if cfg.training.eval_tasks else None,
+            text_tokenizer=tokenizer,
+            vocab=vocab,
         )
         return trainer.train()
     except BaseException:

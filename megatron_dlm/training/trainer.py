@@ -8,12 +8,17 @@ import math
 import resource
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from megatron.core import parallel_state
+from megatron.core.utils import unwrap_model
 
 from megatron_dlm.checkpoint import CheckpointSaver, TokenizerRecord, TrainState, read_tracker
 from megatron_dlm.config import DLMConfig
+from megatron_dlm.data.tokenizer import DLMTokenizer
+from megatron_dlm.models.vocab import Vocab
+from megatron_dlm.runtime.rng import preserved_rng_states
 from megatron_dlm.training.batching import BatchLayout
 from megatron_dlm.training.metrics import (
     MetricsWriter,
@@ -35,6 +40,28 @@ DataSource = Callable[[int], Iterator[dict] | None]
 
 class TrainingAborted(RuntimeError):
     """Too many consecutive steps were skipped for NaN/Inf."""
+
+
+@dataclass(frozen=True)
+class LiveModel:
+    """The model being trained, as a downstream evaluation between steps sees it.
+
+    ``module`` is the unwrapped megatron-core GPTModel of this rank (one pipeline stage), in
+    eval mode with its parameters up to date; every rank of the run gets the call.
+    """
+
+    module: torch.nn.Module
+    bidirectional: bool
+    tokenizer: DLMTokenizer
+    vocab: Vocab
+    max_length: int
+    iteration: int
+
+
+TaskEvaluator = Callable[[LiveModel], dict[str, float]]
+"""Downstream evaluation of the live model (``--eval-tasks``): called on every rank, returns
+``{"task/metric": value}`` (the same on every rank). Training does not know lm-eval: the
+caller (``pretrain_dlm.py``) injects one built by :mod:`megatron_dlm.eval.training_tasks`."""
 
 
 def reports_here() -> bool:
@@ -99,6 +126,9 @@ class Trainer:
         tokenizer: TokenizerRecord | None = None,
         run_dir: str | None = None,
         start_time: float | None = None,
+        task_evaluator: TaskEvaluator | None = None,
+        text_tokenizer: DLMTokenizer | None = None,
+        vocab: Vocab | None = None,
     ):
         self.cfg = cfg
         self.model = model
@@ -113,6 +143,11 @@ class Trainer:
         self.peak_tflops = peak_tflops
         self.samples_per_epoch = samples_per_epoch
         self.tokenizer = tokenizer
+        if task_evaluator is not None and (text_tokenizer is None or vocab is None):
+            raise ValueError("a task_evaluator needs the text_tokenizer and the vocab")
+        self.task_evaluator = task_evaluator
+        self.text_tokenizer = text_tokenizer
+        self.vocab = vocab
         ckpt = cfg.checkpoint
         self.saver = (
             CheckpointSaver(
@@ -329,6 +364,8 @@ class Trainer:
             interval = cfg.training.eval_interval
             if interval and state.iteration % interval == 0 and self.valid_data is not None:
                 self.evaluate()
+            if self._tasks_due():
+                self.evaluate_tasks()
             if self._saved_this_iteration():
                 self.save()
             if stop:
@@ -354,6 +391,8 @@ class Trainer:
         interval = cfg.training.eval_interval
         if self.valid_data is not None and not (interval and state.iteration % interval == 0):
             self.evaluate()
+        if self.task_evaluator is not None and not self._tasks_due():
+            self.evaluate_tasks()
         if not self._saved_this_iteration():
             self.save()
 
@@ -482,6 +521,56 @@ class Trainer:
         )
         progress.info(
             f"validation at iteration {self.state.iteration} | {shown} |",
+            extra={"all_ranks": True},
+        )
+        return metrics
+
+    # ------------------------------------------------------------------ downstream tasks
+    def _tasks_due(self) -> bool:
+        every = self.cfg.training.eval_tasks_interval
+        return self.task_evaluator is not None and bool(every) and self.state.iteration % every == 0
+
+    def evaluate_tasks(self) -> dict[str, float]:
+        """``--eval-tasks`` on the live model: every RNG as it was afterwards (the next step
+        draws what it would have without this), the weights synchronised first and the model
+        back in training mode after; logs a ``tasks`` record."""
+        if self.task_evaluator is None:
+            return {}
+        start = time.perf_counter()
+        (module,) = unwrap_model(self.model)  # one pipeline stage (checked at preflight)
+        live = LiveModel(
+            module=module,
+            bidirectional=self.cfg.objective.bidirectional,
+            tokenizer=self.text_tokenizer,
+            vocab=self.vocab,
+            max_length=self.cfg.model.max_position_embeddings,
+            iteration=self.state.iteration,
+        )
+        with self._params_gathered(), torch.no_grad(), preserved_rng_states():
+            for chunk in self.model:
+                chunk.eval()
+            try:
+                metrics = self.task_evaluator(live)
+            finally:
+                for chunk in self.model:
+                    chunk.train()
+        if not reports_here():
+            return metrics
+        record = {
+            "split": "tasks",
+            "iteration": self.state.iteration,
+            "consumed_samples": self.state.consumed_samples,
+            "consumed_tokens": self.state.consumed_samples * self.layout.seq_length,
+            "epoch": self._epoch(),
+            "floating_point_operations": self.state.floating_point_operations,
+            **metrics,
+            "eval_time_s": time.perf_counter() - start,
+        }
+        self._emit(record)
+        shown = " | ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
+        progress.info(
+            f"tasks at iteration {self.state.iteration} | {shown} | "
+            f"eval_time_s: {record['eval_time_s']:.1f} |",
             extra={"all_ranks": True},
         )
         return metrics

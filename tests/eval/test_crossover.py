@@ -129,3 +129,14 @@ def test_the_study_runs_resumes_and_never_repeats_work(tiny_data, tmp_path):
     assert again.returncode == 0
     assert again.stdout.count("(skipped)") == 2 and "start" not in again.stdout
     assert metrics.stat().st_mtime_ns == before
+
+
+def test_downstream_tasks_reach_every_run_as_pretrain_flags(tiny_data, tmp_path):
+    plans = plan_study(_spec(tiny_data, tmp_path, eval_tasks="python_nextline_mc",
+                             eval_tasks_every_epochs=4, eval_tasks_limit=5))  # fmt: skip
+    for plan in plans:
+        training = plan.config["training"]
+        assert training["eval_tasks"] == "python_nextline_mc"
+        assert training["eval_tasks_limit"] == 5
+        assert training["eval_tasks_interval"] == round(4 * ((4000 - 1) // 128) / 32)
+    assert config_differences(plans[0].config, plans[1].config) == []

@@ -13,19 +13,8 @@ import pytest
 
 from megatron_dlm.testing import run_distributed
 from tests.eval import workers
-from tests.training.workers import TINY_MODEL, pretrain_worker
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory):
-    """A tiny DLM trained for a few steps, and its Hugging Face export."""
-    root = tmp_path_factory.mktemp("trained")
-    argv = [*tiny_data.flags(), *TINY_MODEL, "--train-iters", "4", "--save", str(root / "ckpt")]
-    run_distributed(pretrain_worker, 1, args=(argv, str(root / "ckpt")))
-    run_distributed(workers.export_worker, 1, args=(str(root / "ckpt"), str(root / "hf")))
-    return root
 
 
 def _env():
@@ -85,3 +74,69 @@ def test_generate_cli_writes_jsonl(trained, tmp_path):
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert bad.returncode != 0 and "--prompts-file: file not found" in bad.stderr
+
+
+def _eval_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The installed ``megatron-dlm-eval`` console script."""
+    script = Path(sys.executable).parent / "megatron-dlm-eval"
+    return subprocess.run([str(script), *args], cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+def test_console_script_is_lm_eval_with_the_model_registered(trained, tmp_path):
+    out = tmp_path / "out"
+    proc = _eval_cli("run", "--load", str(trained / "ckpt"), "--model_args", "mc_num=4",
+                     "cache=dual", "--tasks", "python_nextline_mc", "--limit", "3",
+                     "--apply_chat_template", "--log_samples",
+                     "--output_path", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (results,) = [p for p in out.rglob("results*.json")]
+    data = json.loads(results.read_text())
+    assert data["results"]["python_nextline_mc"]["acc,none"] is not None
+    assert data["config"]["model_args"]["pretrained"] == str(trained / "ckpt")
+    (samples,) = [p for p in out.rglob("samples_python_nextline_mc*.jsonl")]
+    first = json.loads(samples.read_text().splitlines()[0])
+    assert first["arguments"]["gen_args_0"]["arg_0"].endswith("\n\n")  # the chat template ran
+
+
+def _one_line_errors(cases) -> None:
+    for args, message in cases:
+        proc = _eval_cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_console_script_errors_are_one_line(trained):
+    ckpt = str(trained / "ckpt")
+    _one_line_errors([
+        (["--model", "megatron_dlm", "--model_args", f"pretrained={ckpt},mc_nm=3", "--tasks",
+          "python_nextline_mc"], "unknown model_args mc_nm"),
+        (["--convert-to", "x", "--tasks", "python_nextline_mc"], "--convert-to needs --load"),
+    ])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_console_script_errors_for_tasks_and_models(trained):
+    _one_line_errors([
+        (["--load", str(trained / "ckpt"), "--tasks", "no_such_task"], "no_such_task"),
+        (["--load", str(trained / "missing"), "--tasks", "python_nextline_mc"],
+         "no such directory"),
+    ])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_torchrun_two_replicas_write_the_results_of_one_process(trained, tmp_path):
+    common = ["--load", str(trained / "ckpt"), "--model_args", "mc_num=4", "--tasks",
+              "python_nextline_mc", "--limit", "6"]  # fmt: skip
+    alone = _eval_cli(*common, "--output_path", str(tmp_path / "one"))
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc-per-node=2", "-m", "megatron_dlm.eval.cli"]  # fmt: skip
+    split = subprocess.run([*torchrun, *common, "--output_path", str(tmp_path / "two")],
+                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
+                           check=False)  # fmt: skip
+    assert split.returncode == 0, split.stderr[-3000:]
+    (one,) = list((tmp_path / "one").rglob("results*.json"))
+    (two,) = list((tmp_path / "two").rglob("results*.json"))  # written once, by rank 0
+    one, two = (json.loads(p.read_text())["results"]["python_nextline_mc"] for p in (one, two))
+    assert two["acc,none"] == one["acc,none"] and two["acc_norm,none"] == one["acc_norm,none"]

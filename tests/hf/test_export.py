@@ -70,7 +70,8 @@ def test_config_and_files(exported):
     assert {
         "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
         "tokenizer_config.json", "configuration_megatron_dlm.py", "modeling_megatron_dlm.py",
-        "options.py", "common.py", "diffusion.py", "autoregressive.py", "megatron_dlm.json",
+        "options.py", "common.py", "diffusion.py", "autoregressive.py", "generation.py",
+        "megatron_dlm.json",
     } <= names  # fmt: skip
     assert not any(n.startswith(".") for n in os.listdir(exported.export.parent))
     config = json.loads((exported.export / "config.json").read_text())
@@ -161,6 +162,8 @@ SAMPLING = {
         seed=3,
         remasking="margin",
     ),  # fmt: skip
+    "prefix-cache": dict(gen_length=8, steps=8, block_length=4, cache="prefix"),
+    "dual-cache": dict(gen_length=8, steps=4, block_length=4, cache="dual", temperature=0.7),
 }
 
 
@@ -197,26 +200,27 @@ def test_generation_options(exported_dlm):
         model.sampling_options(max_new_tokens=16, block_length=8, steps=3)
 
 
-def test_tools_generate_and_eval_backend_read_the_export(exported_dlm, capsys):
-    """tools/generate.py --hf and lm-eval's backend (megatron_dlm.eval) use the folder."""
+def test_tools_generate_and_inference_read_the_export(exported_dlm, capsys):
+    """tools/generate.py --hf and megatron_dlm.inference (what lm-eval uses) load the folder."""
     import importlib.util
 
-    from megatron_dlm.eval.backends import load_backend
+    from megatron_dlm.inference import load_model
 
     path = workers.ROOT / "tools/generate.py"
     spec = importlib.util.spec_from_file_location("generate_tool", path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     argv = ["--hf", str(exported_dlm.export), "--prompt", "w5 w6 w7", "--gen-length", "8",
-            "--steps", "8", "--block-length", "8", "--device", "cpu"]  # fmt: skip
+            "--steps", "8", "--block-length", "8", "--device", "cpu",
+            "--cache", "dual"]  # fmt: skip
     assert tool.main(argv) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert record["prompt"] == "w5 w6 w7" and record["forward_passes"] >= 1
+    assert record["prompt"] == "w5 w6 w7" and record["forward_passes"] == 8
 
-    backend = load_backend(str(exported_dlm.export), device="cpu")
-    assert backend.bidirectional and backend.max_length == 32
-    assert (backend.mask_id, backend.eos_id, backend.pad_id, backend.vocab_size) == (99, 1, 0, 100)
-    assert backend.tokenize("w5 w6") == [5, 6]
+    model = load_model(str(exported_dlm.export), device="cpu")
+    assert model.source == "hf" and model.bidirectional and model.max_length == 32
+    assert (model.mask_id, model.eos_id, model.pad_id, model.vocab_size) == (99, 1, 0, 100)
+    assert model.tokenize("w5 w6") == [5, 6]
     tokens, valid = batch()
     expected = _logits(load_exported(exported_dlm.export), tokens, valid)
-    torch.testing.assert_close(backend.logits_fn(tokens, valid)[valid], expected[valid], **TOL)
+    torch.testing.assert_close(model.logits_fn(tokens, valid)[valid], expected[valid], **TOL)

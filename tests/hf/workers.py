@@ -45,9 +45,9 @@ def save_perturbed_checkpoint(
 
     from megatron_dlm.checkpoint import TrainState, save_checkpoint
     from megatron_dlm.hf.verify import sample_batch
+    from megatron_dlm.inference.megatron import megatron_logits_fn
     from megatron_dlm.models.provider import build_model
     from megatron_dlm.runtime.distributed import init_distributed
-    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
 
     cfg = DLMConfig.from_dict(cfg_dict)
     init_distributed(cfg.parallel, seed=5)
@@ -64,9 +64,9 @@ def save_perturbed_checkpoint(
 
 def reference_logits(root: str, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """The checkpoint's logits at TP=PP=EP=1 (the converter's loader, megatron-core's forward)."""
+    from megatron_dlm.inference.megatron import megatron_logits_fn
     from megatron_dlm.models import load_trained
     from megatron_dlm.runtime.distributed import single_process
-    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
 
     with single_process():
         loaded = load_trained(root, for_export=True)
@@ -75,27 +75,15 @@ def reference_logits(root: str, tokens: torch.Tensor, valid: torch.Tensor) -> to
 
 
 def megatron_generate(root: str, prompts: list[list[int]], options: dict):
-    """Our sampler driving the Megatron model (the path tools/generate.py takes)."""
-    from megatron_dlm.models import load_trained
-    from megatron_dlm.runtime.distributed import single_process
-    from megatron_dlm.sampling import SamplingConfig, autoregressive_generate, diffusion_generate
-    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
+    """The checkpoint through megatron_dlm.inference (the path tools/generate.py takes)."""
+    from megatron_dlm.inference import load_model
+    from megatron_dlm.sampling import SamplingConfig
 
-    with single_process():
-        loaded = load_trained(root, for_export=True)
-        cfg, vocab = loaded.config, loaded.vocab
-        fn = megatron_logits_fn(loaded.module, bidirectional=cfg.objective.bidirectional)
-        generate = diffusion_generate if cfg.objective.bidirectional else autoregressive_generate
-        return generate(
-            fn,
-            prompts,
-            mask_id=vocab.mask_id,
-            pad_id=vocab.pad_id,
-            eos_id=vocab.eod_id,
-            options=SamplingConfig(**options),
-            vocab_size=vocab.size,
-            max_length=cfg.model.max_position_embeddings,
-        ).sequences
+    model = load_model(root)
+    try:
+        return model.generate(prompts, SamplingConfig(**options)).sequences
+    finally:
+        model.close()
 
 
 def convert(root: str, output: str, **kwargs):
@@ -208,9 +196,9 @@ def import_export(hf_dir: str, save: str) -> str:
 def load_for_training(cfg_dict: dict, root: str, tokens: torch.Tensor, valid: torch.Tensor):
     """Load ``root`` as training does (--finetune) at ``cfg_dict``'s layout; full logits."""
     from megatron_dlm.checkpoint import load_checkpoint
+    from megatron_dlm.inference.megatron import megatron_logits_fn
     from megatron_dlm.models.provider import build_model
     from megatron_dlm.runtime.distributed import init_distributed
-    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
 
     cfg = DLMConfig.from_dict(cfg_dict)
     init_distributed(cfg.parallel, seed=5)
@@ -244,7 +232,7 @@ def _pipeline_logits(loaded, tokens: torch.Tensor, valid: torch.Tensor) -> torch
     from megatron.core import parallel_state, tensor_parallel
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from megatron_dlm.sampling.megatron_model import attention_mask_for
+    from megatron_dlm.inference.megatron import attention_mask_for
 
     positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
     mask = attention_mask_for(valid, loaded.bidirectional)
@@ -276,9 +264,9 @@ def logits_at_layout(roots: list[str], parallel: dict, tokens: torch.Tensor, val
     """Each checkpoint rebuilt by ``load_trained`` at ``parallel``: full logits over its
     tokenizer's vocabulary (None on ranks that do not hold them)."""
     from megatron_dlm.config import ParallelConfig
+    from megatron_dlm.inference.megatron import megatron_logits_fn
     from megatron_dlm.models import load_trained
     from megatron_dlm.runtime.distributed import init_distributed
-    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
 
     layout = ParallelConfig(**parallel)
     init_distributed(layout, seed=5)

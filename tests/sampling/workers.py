@@ -10,10 +10,10 @@ VOCAB = Vocab(size=120, mask_id=119, eod_id=1, pad_id=0)
 
 
 def batch_vs_single(cfg_dict: dict, prompts: list[list[int]], options: dict) -> dict:
+    from megatron_dlm.inference.megatron import megatron_logits_fn
     from megatron_dlm.models.provider import build_model
     from megatron_dlm.runtime.distributed import init_distributed
     from megatron_dlm.sampling import autoregressive_generate, diffusion_generate
-    from megatron_dlm.sampling.megatron_model import megatron_logits_fn
 
     cfg = DLMConfig.from_dict(cfg_dict)
     init_distributed(cfg.parallel, seed=3)

@@ -1,4 +1,4 @@
-"""Log-likelihoods for lm-eval: a Monte Carlo ELBO for DLMs, exact sums for AR models.
+"""Log-likelihoods: a Monte Carlo ELBO for DLMs, exact sums for AR models.
 
 For a masked diffusion LM the log-likelihood of a continuation c (|c| = n) given a context is
 bounded below by the ELBO
@@ -10,6 +10,7 @@ Only the continuation is masked. The estimator draws ``mc_num`` masks whose size
 stratified over 1..n (one uniform offset, evenly spaced), which keeps it unbiased and lowers its
 variance; a one-token continuation is computed exactly in one pass. Each request owns a
 generator seeded from ``seed`` and the request's tokens, so a value does not depend on the batch.
+Log-probabilities are computed on the logits' device; only the sums leave it.
 """
 
 from __future__ import annotations
@@ -72,11 +73,13 @@ def _masked_logprobs(
         if vocab_size is not None:
             logits = logits[..., :vocab_size]
         logprobs = torch.log_softmax(logits.double(), dim=-1)
+        sums = []
         for i, (row, mask) in enumerate(zip(chunk, chunk_masks)):
             pad = longest - len(row)
-            positions = torch.nonzero(mask).flatten()
-            lp = logprobs[i, pad + positions].gather(-1, row[positions][:, None])
-            out.append(float(lp.sum()))
+            positions = torch.nonzero(mask).flatten().to(logprobs.device)
+            targets = row.to(logprobs.device)[positions]
+            sums.append(logprobs[i, pad + positions].gather(-1, targets[:, None]).sum())
+        out.extend(torch.stack(sums).tolist())
     return out
 
 
@@ -148,9 +151,8 @@ def ar_loglikelihoods(
         logprobs = torch.log_softmax(logits.double(), dim=-1)
         for i, request in enumerate(chunk):
             n = len(request.continuation)
-            positions = torch.arange(longest - n, longest)
-            target = torch.tensor(request.continuation)
-            lp = logprobs[i, positions]
+            lp = logprobs[i, longest - n : longest]
+            target = torch.tensor(request.continuation, device=lp.device)
             total = float(lp.gather(-1, target[:, None]).sum())
             greedy = bool((lp.argmax(-1) == target).all())
             results.append((total, greedy))

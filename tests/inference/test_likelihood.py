@@ -9,7 +9,7 @@ import statistics
 import pytest
 import torch
 
-from megatron_dlm.eval.likelihood import (
+from megatron_dlm.inference.likelihood import (
     LikelihoodRequest,
     ar_loglikelihoods,
     dlm_loglikelihoods,
