@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from megatron_dlm.config import DLMConfig
+from megatron_dlm.config import ConfigError, DLMConfig
 from megatron_dlm.data.datasets import check_datasets
 from megatron_dlm.data.paths import check_output_dir
 from megatron_dlm.data.plan import DatasetInfo
@@ -55,6 +55,20 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def refuse_dry_run_only_flags(cfg: DLMConfig) -> None:
+    """Megatron-LM options that --dry-run accepts but training does not implement."""
+    if cfg.training.rampup_batch_size is not None:
+        raise ConfigError(
+            "--rampup-batch-size: batch-size ramp-up is not implemented (only --dry-run accepts "
+            "it, sizing the run at --global-batch-size); train at a fixed --global-batch-size"
+        )
+    if cfg.data.mock_data:
+        raise ConfigError(
+            "--mock-data: synthetic data is not implemented (only --dry-run accepts it); give "
+            "--data-path (tools/preprocess_data.py writes it)"
+        )
+
+
 def preflight(cfg: DLMConfig, world_size: int | None = None) -> CheckedRun:
     """Check everything about ``cfg`` that needs no process group; call on every rank.
 
@@ -71,6 +85,7 @@ def preflight(cfg: DLMConfig, world_size: int | None = None) -> CheckedRun:
             too small for the budget.
     """
     world_size = world_size_from_env() if world_size is None else world_size
+    refuse_dry_run_only_flags(cfg)
     layout = resolve_batch_layout(cfg, cfg.parallel.data_parallel_size(world_size))
     ckpt = cfg.checkpoint
     if ckpt.save:
