@@ -148,11 +148,12 @@ TRAINING_ARGS=(
     # size) and --rerun-mode validate_results (accepted without effect, docs/megatron-lm.md).
     --skip-nan-steps  # skip (and count) a NaN/Inf step; Megatron-LM's default stops the run
 )
+# With FP8: Megatron-LM's Llama-3 8B FP8 recipe's amax settings (its defaults are 1/most_recent).
+TRAINING_ARGS+=(--fp8-amax-history-len 1024 --fp8-amax-compute-algo max)
 if [[ -n ${FP8:-} ]]; then
     # Megatron-LM's Llama-3 FP8 recipe but for --fp8-param-gather (FP8_PARAM_GATHER=1 adds it).
     # Random-length steps are not yet rounded to FP8's multiple of 16 (docs/cluster.md, FP8).
-    TRAINING_ARGS+=(--fp8-format "$FP8" --fp8-recipe delayed --fp8-amax-history-len 1024
-        --fp8-amax-compute-algo max)
+    TRAINING_ARGS+=(--fp8-format "$FP8" --fp8-recipe delayed)
     if [[ ${FP8_PARAM_GATHER:-0} == 1 ]]; then
         TRAINING_ARGS+=(--fp8-param-gather)
     fi

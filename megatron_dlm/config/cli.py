@@ -119,16 +119,23 @@ def config_from_args(
                 f"--model-running-mode {mode} means --objective {implied}, but --objective "
                 f"{objective['objective']} was given"
             )
-    inert = getattr(args, INERT_DEST, None)
-    if inert:
-        logger.info(
-            "Megatron-LM options accepted without effect here (docs/megatron-lm.md): %s",
-            ", ".join(dict.fromkeys(inert)),
-        )
     # Every value's type first (a bad choice anywhere is named before any missing flag).
     values = {name: coerce_section(sections[name], values[name]) for name in sections}
     built = {name: build_section(sections[name], values[name]) for name in sections}
-    return cls(**built)
+    config = cls(**built)
+    # Not a config field (nothing to save or compare): for the run's log (log_inert_options).
+    config.megatron_lm_inert = tuple(dict.fromkeys(getattr(args, INERT_DEST, None) or ()))
+    return config
+
+
+def log_inert_options(cfg) -> None:
+    """Log the Megatron-LM options of the command line that have no effect here."""
+    inert = getattr(cfg, "megatron_lm_inert", ())
+    if inert:
+        logger.info(
+            "Megatron-LM options accepted without effect here (docs/megatron-lm.md): %s",
+            ", ".join(inert),
+        )
 
 
 def parse_config(

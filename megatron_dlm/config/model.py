@@ -87,7 +87,7 @@ class ModelConfig:
     transformer_impl: Literal["auto", "local", "transformer_engine"] = "auto"
     """Layer implementation: 'local' (pure PyTorch, runs anywhere), 'transformer_engine' (GPU,
     needed for FP8 and context parallelism), or 'auto' (Transformer Engine when it is installed
-    and CUDA is available, else local)."""
+    and CUDA is available, else local; --dry-run sizes 'auto' as Transformer Engine)."""
     masked_softmax_fusion: bool = True
     """Fused scale-mask-softmax where the layers have it (Transformer Engine); --no-... turns it
     off (as in Megatron-LM). The local layers have no fused kernels: there every fusion is off."""
@@ -98,8 +98,7 @@ class ModelConfig:
     bias_dropout_fusion: bool = True
     """Fused bias + dropout + residual where the layers have it (see --masked-softmax-fusion)."""
     apply_rope_fusion: bool = field(default=True, metadata={"flag": "--rope-fusion"})
-    """Fused RoPE kernel where available (Transformer Engine, not under context parallelism
-    here); --no-rope-fusion turns it off."""
+    """Fused RoPE kernel where available (Transformer Engine); --no-rope-fusion turns it off."""
     gradient_accumulation_fusion: bool = True
     """Fuse weight-gradient accumulation into the GEMM where available (needs Transformer
     Engine's or apex's CUDA kernel)."""

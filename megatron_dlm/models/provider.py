@@ -58,7 +58,9 @@ def transformer_config(cfg: DLMConfig) -> TransformerConfig:
     from megatron.core.transformer.enums import AttnBackend
 
     model, parallel, precision = cfg.model, cfg.parallel, cfg.precision
-    use_te = model.transformer_impl == "transformer_engine"
+    # Without Transformer Engine installed the spec says what to install (models/specs.py);
+    # megatron-core's own checks of the fused kernels would fail first with less to go on.
+    use_te = model.transformer_impl == "transformer_engine" and _has_module("transformer_engine")
     kwargs = matching_fields(
         TransformerConfig,
         (model, parallel, precision),
