@@ -144,8 +144,8 @@ TRAINING_ARGS=(
     --overlap-param-gather
     --distributed-timeout-minutes 60
     # MegaDLMs also passes --num-distributed-optimizer-instances $NNODES (optimizer state
-    # sharded within each node; accepted here, left at 1 so the checkpoints resume at any DP
-    # size) and --rerun-mode validate_results (accepted without effect, docs/megatron-lm.md).
+    # sharded within each node; only --dry-run accepts it here for now) and --rerun-mode
+    # validate_results (accepted without effect, docs/megatron-lm.md).
     --skip-nan-steps  # skip (and count) a NaN/Inf step; Megatron-LM's default stops the run
 )
 # With FP8: Megatron-LM's Llama-3 8B FP8 recipe's amax settings (its defaults are 1/most_recent).

@@ -31,8 +31,9 @@ class ParallelConfig:
     """Shard norms, dropout and residuals along the sequence across the TP group (turned off,
     with a warning, at --tensor-model-parallel-size 1, as in Megatron-LM)."""
     num_distributed_optimizer_instances: int = 1
-    """Shard the distributed optimizer within this many groups of data-parallel ranks, each
-    holding a full copy (e.g. one per node; megatron-core's partial data parallelism)."""
+    """Megatron-LM's partial distributed optimizer (state sharded within this many groups of
+    data-parallel ranks). Accepted so that --dry-run sizes Megatron-LM/MegaDLMs scripts;
+    training refuses values above 1 (not supported yet)."""
     distributed_backend: Literal["auto", "nccl", "gloo"] = "auto"
     """torch.distributed backend: 'auto' is NCCL with CUDA and gloo without."""
     distributed_timeout_minutes: int = 10

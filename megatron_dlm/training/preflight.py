@@ -62,6 +62,12 @@ def refuse_dry_run_only_flags(cfg: DLMConfig) -> None:
             "--rampup-batch-size: batch-size ramp-up is not implemented (only --dry-run accepts "
             "it, sizing the run at --global-batch-size); train at a fixed --global-batch-size"
         )
+    if cfg.parallel.num_distributed_optimizer_instances > 1:
+        raise ConfigError(
+            "--num-distributed-optimizer-instances > 1: not supported for training yet (only "
+            "--dry-run accepts it); the distributed optimizer shards over all data-parallel "
+            "ranks (leave it at 1)"
+        )
     if cfg.data.mock_data:
         raise ConfigError(
             "--mock-data: synthetic data is not implemented (only --dry-run accepts it); give "

@@ -315,6 +315,10 @@ def test_dry_run_only_options_are_refused_for_training(tmp_path):
     ramp = parse_config([*SIZE, "--rampup-batch-size", "16", "16", "1000", "--dry-run"])
     with pytest.raises(ConfigError, match="--rampup-batch-size: batch-size ramp-up is not"):
         refuse_dry_run_only_flags(ramp)
+    two = ["--use-distributed-optimizer", "--num-distributed-optimizer-instances", "2"]
+    instances = parse_config([*SIZE, *two, "--dry-run"])
+    with pytest.raises(ConfigError, match="--num-distributed-optimizer-instances > 1: not"):
+        refuse_dry_run_only_flags(instances)
 
 
 def test_round_trip_keeps_the_new_fields():

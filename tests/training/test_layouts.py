@@ -57,12 +57,6 @@ def test_distributed_optimizer(tiny_data, tmp_path):
     _compare(tiny_data, tmp_path, 2, ["--use-distributed-optimizer"])
 
 
-def test_distributed_optimizer_instances(tiny_data, tmp_path):
-    """Megatron-LM's --num-distributed-optimizer-instances: two instances of one rank each."""
-    instances = ["--use-distributed-optimizer", "--num-distributed-optimizer-instances", "2"]
-    _compare(tiny_data, tmp_path, 2, instances)
-
-
 def test_tensor_parallel_with_sequence_parallel(tiny_data, tmp_path):
     _compare(
         tiny_data, tmp_path, 2,
