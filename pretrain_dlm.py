@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import sys
 
-from megatron_dlm.config.cli import parse_config
+from megatron_dlm.config.cli import log_inert_options, parse_config
 from megatron_dlm.runtime.logging_utils import setup_logging
 
 PROG = "pretrain_dlm.py"
@@ -38,6 +38,7 @@ PROG = "pretrain_dlm.py"
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv, prog=PROG, description=__doc__)
     setup_logging()
+    log_inert_options(cfg)
     try:
         if cfg.training.dry_run:
             from megatron_dlm.training.dry_run import dry_run, format_report

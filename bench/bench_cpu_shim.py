@@ -108,6 +108,9 @@ def build_megatron():
         model=ModelConfig(
             num_layers=LAYERS, hidden_size=HIDDEN, num_attention_heads=HEADS,
             ffn_hidden_size=FFN, seq_length=SEQ, make_vocab_size_divisible_by=128,
+            # The architecture the plain-PyTorch reference has (RoPE, RMSNorm, SwiGLU, no biases).
+            position_embedding_type="rope", normalization="RMSNorm", swiglu=True,
+            disable_bias_linear=True, hidden_dropout=0.0, attention_dropout=0.0,
         )
     )  # fmt: skip
     init_distributed(cfg.parallel)

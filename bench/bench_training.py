@@ -53,6 +53,24 @@ def _config(objective: str):
             "0",
             "--lr",
             "1e-4",
+            # The modern architecture the benchmark was recorded with (the defaults are
+            # Megatron-LM's: docs/megatron-lm.md).
+            "--position-embedding-type",
+            "rope",
+            "--normalization",
+            "RMSNorm",
+            "--swiglu",
+            "--disable-bias-linear",
+            "--hidden-dropout",
+            "0",
+            "--attention-dropout",
+            "0",
+            "--ffn-hidden-size",
+            "704",
+            "--adam-beta2",
+            "0.95",
+            "--lr-decay-style",
+            "cosine",
         ]  # fmt: skip
     )
 

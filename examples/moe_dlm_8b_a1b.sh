@@ -95,8 +95,8 @@ MODEL_ARGS=(
     --hidden-dropout 0.0
     --make-vocab-size-divisible-by 128
     --transformer-impl transformer_engine
-    # MegaDLMs also passes --attention-backend flash --attention-softmax-in-fp32: not flags of
-    # pretrain_dlm.py yet (Transformer Engine picks its fused attention itself).
+    --attention-softmax-in-fp32  # as MegaDLMs (Megatron-LM's default is off)
+    # MegaDLMs also passes --attention-backend flash; auto lets Transformer Engine choose.
 )
 
 MOE_ARGS=(
@@ -143,14 +143,20 @@ TRAINING_ARGS=(
     --overlap-grad-reduce
     --overlap-param-gather
     --distributed-timeout-minutes 60
-    # MegaDLMs also passes --num-distributed-optimizer-instances $NNODES and --rerun-mode
-    # validate_results: not flags of pretrain_dlm.py yet.
+    # MegaDLMs also passes --num-distributed-optimizer-instances $NNODES (optimizer state
+    # sharded within each node; only --dry-run accepts it here for now) and --rerun-mode
+    # validate_results (accepted without effect, docs/megatron-lm.md).
+    --skip-nan-steps  # skip (and count) a NaN/Inf step; Megatron-LM's default stops the run
 )
+# With FP8: Megatron-LM's Llama-3 8B FP8 recipe's amax settings (its defaults are 1/most_recent).
+TRAINING_ARGS+=(--fp8-amax-history-len 1024 --fp8-amax-compute-algo max)
 if [[ -n ${FP8:-} ]]; then
-    # Megatron-LM's Llama-3 FP8 recipe. --fp8-param-gather is not a flag of pretrain_dlm.py yet.
+    # Megatron-LM's Llama-3 FP8 recipe but for --fp8-param-gather (FP8_PARAM_GATHER=1 adds it).
     # Random-length steps are not yet rounded to FP8's multiple of 16 (docs/cluster.md, FP8).
-    TRAINING_ARGS+=(--fp8-format "$FP8" --fp8-recipe delayed --fp8-amax-history-len 1024
-        --fp8-amax-compute-algo max)
+    TRAINING_ARGS+=(--fp8-format "$FP8" --fp8-recipe delayed)
+    if [[ ${FP8_PARAM_GATHER:-0} == 1 ]]; then
+        TRAINING_ARGS+=(--fp8-param-gather)
+    fi
 fi
 
 MODEL_PARALLEL_ARGS=(
@@ -180,6 +186,7 @@ elif [[ -n $TRAIN_DATA_PATH ]]; then
 fi
 
 EVAL_AND_LOGGING_ARGS=(
+    --exit-signal-handler  # SIGTERM/SIGUSR1 (preemption): save a checkpoint, exit cleanly
     --log-interval 50
     --eval-interval "$ITERS_PER_EPOCH"
     --eval-iters "$EVAL_ITERS"

@@ -27,12 +27,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.modern import modern_flags
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4",
     "--seq-length", "64", "--max-position-embeddings", "64", "--micro-batch-size", "2",
     "--global-batch-size", "4", "--train-iters", "2", "--num-workers", "0", "--eval-iters", "1",
-    "--transformer-impl", "local",
+    "--transformer-impl", "local", "--log-interval", "10", *modern_flags(64),
 ]  # fmt: skip
 AS_ROOT = os.geteuid() == 0
 

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from megatron_dlm.config.base import ConfigError, build_section
+from megatron_dlm.config.base import ConfigError, build_section, require
 from megatron_dlm.config.data import DataConfig
 from megatron_dlm.config.layout import check_layout
 from megatron_dlm.config.model import ModelConfig
@@ -40,7 +40,15 @@ class DLMConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def __post_init__(self):
+        if self.training.dry_run and getattr(self.model, "_transformer_impl_auto", False):
+            # A dry run sizes the GPU job, whatever machine it runs on.
+            self.model.transformer_impl = "transformer_engine"
         check_layout(self.model, self.parallel, self.precision, self.objective)
+        if self.parallel.num_distributed_optimizer_instances > 1:
+            require(
+                self.optimizer.use_distributed_optimizer,
+                "--num-distributed-optimizer-instances > 1 needs --use-distributed-optimizer",
+            )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (for checkpoints, logs and YAML)."""

@@ -9,7 +9,8 @@ A config section is a dataclass whose fields carry attribute docstrings::
 
 Each field becomes the flag ``--num-layers`` (Megatron-LM's name) unless its metadata names
 another (``field(..., metadata={"flag": "--foo"})``). ``bool`` fields defaulting to False are
-``store_true`` flags; those defaulting to True get ``--x/--no-x``. ``Literal`` fields become
+``store_true`` flags (``metadata={"negatable": True}`` adds ``--no-x``, kept for fields whose
+default was once True); those defaulting to True get ``--x/--no-x``. ``Literal`` fields become
 choices. Validation lives in each section's ``__post_init__`` and raises :class:`ConfigError`
 whose message names the flag.
 """
@@ -155,7 +156,7 @@ def add_section_arguments(parser: argparse.ArgumentParser, cls: type, title: str
         names = [f.metadata.get("flag", flag(f.name)), *f.metadata.get("aliases", ())]
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if tp is bool:
-            if default:
+            if default or f.metadata.get("negatable"):
                 kwargs["action"] = argparse.BooleanOptionalAction
             else:
                 kwargs["action"] = "store_true"
@@ -174,12 +175,16 @@ def add_section_arguments(parser: argparse.ArgumentParser, cls: type, title: str
         group.add_argument(*names, **kwargs)
 
 
-def build_section(cls: type, values: dict[str, Any]):
-    """Instantiate section ``cls`` from a dict of raw values (coerced to the field types)."""
+def coerce_section(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """The values of section ``cls``'s fields in ``values``, coerced to the field types."""
     hints = _resolved_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    kwargs = {k: _coerce(hints[k], v, k) for k, v in values.items() if k in names}
-    return cls(**kwargs)
+    return {k: _coerce(hints[k], v, k) for k, v in values.items() if k in names}
+
+
+def build_section(cls: type, values: dict[str, Any]):
+    """Instantiate section ``cls`` from a dict of raw values (coerced to the field types)."""
+    return cls(**coerce_section(cls, values))
 
 
 def section_fields(cls: type) -> list[str]:

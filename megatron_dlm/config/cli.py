@@ -9,21 +9,36 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from megatron_dlm.config import SECTIONS, DLMConfig
-from megatron_dlm.config.base import ConfigError, add_section_arguments, build_section
+from megatron_dlm.config.base import (
+    ConfigError,
+    add_section_arguments,
+    build_section,
+    coerce_section,
+)
+from megatron_dlm.config.megatron_lm import INERT_DEST, add_megatron_lm_arguments
+from megatron_dlm.config.objective import MODEL_RUNNING_MODES
+
+logger = logging.getLogger(__name__)
 
 
 def build_parser(
     prog: str | None = None,
     description: str | None = None,
     sections: dict[str, type] | None = None,
+    megatron_lm: bool | None = None,
 ) -> argparse.ArgumentParser:
-    """An argparse parser with ``--config`` and one flag per field of every config section."""
+    """An argparse parser with ``--config`` and one flag per field of every config section.
+
+    With ``megatron_lm`` (default: when ``sections`` is the full set) every other Megatron-LM
+    option is accepted without effect or refused by name (:mod:`megatron_dlm.config.megatron_lm`).
+    """
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -36,6 +51,8 @@ def build_parser(
     )
     for name, cls in (sections or SECTIONS).items():
         add_section_arguments(parser, cls, f"{name} ({cls.__name__})")
+    if megatron_lm if megatron_lm is not None else sections is None:
+        add_megatron_lm_arguments(parser)
     return parser
 
 
@@ -93,8 +110,32 @@ def config_from_args(
     for name, value in vars(args).items():
         if name in index:
             values[index[name]][name] = value
+    objective = values.get("objective", {})
+    mode = objective.get("model_running_mode")
+    if mode in MODEL_RUNNING_MODES and "objective" in objective:
+        implied = MODEL_RUNNING_MODES[mode]
+        if str(objective["objective"]) != implied:
+            raise ConfigError(
+                f"--model-running-mode {mode} means --objective {implied}, but --objective "
+                f"{objective['objective']} was given"
+            )
+    # Every value's type first (a bad choice anywhere is named before any missing flag).
+    values = {name: coerce_section(sections[name], values[name]) for name in sections}
     built = {name: build_section(sections[name], values[name]) for name in sections}
-    return cls(**built)
+    config = cls(**built)
+    # Not a config field (nothing to save or compare): for the run's log (log_inert_options).
+    config.megatron_lm_inert = tuple(dict.fromkeys(getattr(args, INERT_DEST, None) or ()))
+    return config
+
+
+def log_inert_options(cfg) -> None:
+    """Log the Megatron-LM options of the command line that have no effect here."""
+    inert = getattr(cfg, "megatron_lm_inert", ())
+    if inert:
+        logger.info(
+            "Megatron-LM options accepted without effect here (docs/megatron-lm.md): %s",
+            ", ".join(inert),
+        )
 
 
 def parse_config(

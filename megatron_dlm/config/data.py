@@ -51,6 +51,9 @@ class DataConfig:
     """Data-loader worker processes per rank."""
     mmap_bin_files: bool = True
     """Memory-map the ``.bin`` files (--no-mmap-bin-files reads them into memory)."""
+    mock_data: bool = False
+    """Megatron-LM's synthetic data. Not implemented: accepted so that --dry-run (which reads no
+    data) sizes a Megatron-LM script; training refuses it (give --data-path)."""
     eod_mask_loss: bool = False
     """Exclude end-of-document tokens from the loss."""
 
@@ -61,6 +64,9 @@ class DataConfig:
             not (self.data_path and (self.train_data_path or self.valid_data_path)),
             "--data-path and --train-data-path/--valid-data-path are mutually exclusive",
         )
+        # Megatron-LM reads the numbers out of the string: quotes a launch script passes
+        # literally ("--split '99,1,0'") and spaces do not matter.
+        self.split = self.split.strip().strip("'\"").replace(" ", "")
         parts = self.split.replace("/", ",").split(",")
         try:
             weights = [float(p) for p in parts]

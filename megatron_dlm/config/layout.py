@@ -96,6 +96,13 @@ def check_layout(
             not model.moe_grouped_gemm or model.transformer_impl == "transformer_engine",
             "--moe-grouped-gemm needs --transformer-impl transformer_engine",
         )
+    require(
+        not model.apply_layernorm_1p or model.transformer_impl == "transformer_engine",
+        "--apply-layernorm-1p needs --transformer-impl transformer_engine (the local norms "
+        "have no zero-centred weights)",
+    )
+    if precision.fp8_param_gather:
+        require(precision.fp8_format is not None, "--fp8-param-gather needs --fp8-format")
     if precision.fp8_format is not None:
         require(
             model.transformer_impl == "transformer_engine",

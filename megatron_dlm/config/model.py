@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from megatron_dlm.config.base import require, require_finite
+from megatron_dlm.config.base import flag, require, require_finite
+
+REQUIRED_SIZE_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "seq_length")
+"""Model-size fields without a default: Megatron-LM requires them too."""
 
 
 def default_transformer_impl() -> str:
@@ -22,56 +25,85 @@ def default_transformer_impl() -> str:
 class ModelConfig:
     """Transformer architecture (megatron-core GPTModel); flag names follow Megatron-LM."""
 
-    num_layers: int = 2
-    """Number of transformer layers."""
-    hidden_size: int = 128
-    """Transformer hidden size."""
+    num_layers: int | None = None
+    """Number of transformer layers (required, as in Megatron-LM, unless a --config recipe sets
+    it)."""
+    hidden_size: int | None = None
+    """Transformer hidden size (required unless a --config recipe sets it)."""
     ffn_hidden_size: int | None = None
-    """MLP hidden size. Default: 4 * hidden size, or for SwiGLU 8/3 * hidden size rounded up to
-    a multiple of 64 (keeps the parameter count of a 4h GELU MLP)."""
-    num_attention_heads: int = 4
-    """Number of attention heads."""
+    """MLP hidden size. Default (Megatron-LM's): 4 * hidden size, or with --swiglu
+    8/3 * hidden size rounded down to a multiple of 64 (about the parameters of a 4h GELU MLP)."""
+    num_attention_heads: int | None = None
+    """Number of attention heads (required unless a --config recipe sets it)."""
+    group_query_attention: bool = False
+    """Grouped-query attention with --num-query-groups key/value heads (1 if that is not given,
+    as in Megatron-LM)."""
     num_query_groups: int | None = None
     """Number of key/value heads for grouped-query attention (GQA). Default: one per attention
-    head (multi-head attention). Megatron-LM's --group-query-attention is implied."""
+    head (multi-head attention), or 1 with --group-query-attention. Unlike Megatron-LM, which
+    ignores it without --group-query-attention, giving it turns GQA on."""
     kv_channels: int | None = None
     """Dimension of each attention head. Default: hidden size / number of heads."""
-    seq_length: int = 256
-    """Training sequence length in tokens."""
+    seq_length: int | None = None
+    """Training sequence length in tokens (required unless a --config recipe sets it)."""
     max_position_embeddings: int | None = None
     """Maximum sequence length the position embedding supports. Default: --seq-length."""
-    position_embedding_type: Literal["rope", "learned_absolute", "none"] = "rope"
-    """Position embedding: rotary (RoPE), learned absolute, or none."""
+    position_embedding_type: Literal["learned_absolute", "rope", "none"] = "learned_absolute"
+    """Position embedding: learned absolute (Megatron-LM's default), rotary (RoPE), or none."""
     rotary_base: int = 10000
     """RoPE base (theta)."""
     rotary_percent: float = 1.0
     """Fraction of each head's dimensions that RoPE rotates."""
-    normalization: Literal["RMSNorm", "LayerNorm"] = "RMSNorm"
+    normalization: Literal["LayerNorm", "RMSNorm"] = "LayerNorm"
     """Normalisation layer."""
+    apply_layernorm_1p: bool = False
+    """Zero-centred norm weights (the norm multiplies by 1 + weight), as Megatron-LM's flag;
+    needs --transformer-impl transformer_engine."""
     norm_epsilon: float = 1e-5
     """Epsilon of the normalisation layers."""
-    swiglu: bool = True
-    """SwiGLU MLP (gated SiLU); --no-swiglu gives a GELU MLP."""
+    swiglu: bool = field(default=False, metadata={"negatable": True})
+    """SwiGLU MLP (gated SiLU) instead of the GELU MLP."""
     qk_layernorm: bool = False
     """Normalise queries and keys per head before attention (QK-norm)."""
     untie_embeddings_and_output_weights: bool = False
     """Use separate input embedding and output projection matrices."""
-    disable_bias_linear: bool = True
-    """No biases in linear layers (--no-disable-bias-linear adds them)."""
+    disable_bias_linear: bool = field(default=False, metadata={"negatable": True})
+    """No biases in linear layers."""
     add_qkv_bias: bool = False
     """Add a bias to the QKV projection only (Qwen-style), even with --disable-bias-linear."""
     init_method_std: float = 0.02
     """Standard deviation of the normal weight initialisation."""
-    attention_dropout: float = 0.0
-    """Dropout probability on attention probabilities (Megatron-LM's default is 0.1)."""
-    hidden_dropout: float = 0.0
-    """Dropout probability on hidden states (Megatron-LM's default is 0.1)."""
+    attention_dropout: float = 0.1
+    """Dropout probability on attention probabilities."""
+    hidden_dropout: float = 0.1
+    """Dropout probability on hidden states."""
+    attention_softmax_in_fp32: bool = False
+    """Compute the attention softmax in fp32 under bf16/fp16 (megatron-core's unfused softmax)."""
+    attention_backend: Literal["auto", "flash", "fused", "unfused", "local"] = "auto"
+    """Transformer Engine's attention kernel (megatron-core's AttnBackend); the local layers
+    always use their own PyTorch attention."""
     make_vocab_size_divisible_by: int = 128
     """Pad the vocabulary to a multiple of this times the tensor-parallel size (Megatron-LM)."""
     transformer_impl: Literal["auto", "local", "transformer_engine"] = "auto"
     """Layer implementation: 'local' (pure PyTorch, runs anywhere), 'transformer_engine' (GPU,
     needed for FP8 and context parallelism), or 'auto' (Transformer Engine when it is installed
-    and CUDA is available, else local)."""
+    and CUDA is available, else local; --dry-run sizes 'auto' as Transformer Engine)."""
+    masked_softmax_fusion: bool = True
+    """Fused scale-mask-softmax where the layers have it (Transformer Engine); --no-... turns it
+    off (as in Megatron-LM). The local layers have no fused kernels: there every fusion is off."""
+    bias_gelu_fusion: bool = True
+    """Fused bias + GELU where the layers have it (see --masked-softmax-fusion)."""
+    bias_swiglu_fusion: bool = True
+    """Fused bias + SwiGLU where the layers have it (see --masked-softmax-fusion)."""
+    bias_dropout_fusion: bool = True
+    """Fused bias + dropout + residual where the layers have it (see --masked-softmax-fusion)."""
+    apply_rope_fusion: bool = field(default=True, metadata={"flag": "--rope-fusion"})
+    """Fused RoPE kernel where available (Transformer Engine); --no-rope-fusion turns it off."""
+    gradient_accumulation_fusion: bool = True
+    """Fuse weight-gradient accumulation into the GEMM where available (needs Transformer
+    Engine's or apex's CUDA kernel)."""
+    persist_layer_norm: bool = True
+    """Transformer Engine's persistent LayerNorm kernel where available."""
     use_cpu_initialization: bool = False
     """Initialise each weight as the full matrix on the CPU and keep this rank's shard, so the
     weights do not depend on the tensor/expert-parallel layout."""
@@ -115,20 +147,29 @@ class ModelConfig:
     """Layers per recompute group (uniform) or per stage (block)."""
 
     def __post_init__(self):
+        # Set by --dry-run (DLMConfig): "auto" then sizes the GPU job, with Transformer Engine.
+        self._transformer_impl_auto = self.transformer_impl == "auto"
         if self.transformer_impl == "auto":
             self.transformer_impl = default_transformer_impl()
         require_finite(self)
-        for name in ("num_layers", "hidden_size", "num_attention_heads", "seq_length"):
-            require(getattr(self, name) > 0, f"--{name.replace('_', '-')} must be positive")
+        missing = [flag(name) for name in REQUIRED_SIZE_FIELDS if getattr(self, name) is None]
+        require(
+            not missing,
+            f"the model size is required (as in Megatron-LM): give {', '.join(missing)} "
+            "(or a --config recipe that sets them)",
+        )
+        for name in REQUIRED_SIZE_FIELDS:
+            require(getattr(self, name) > 0, f"{flag(name)} must be positive")
         if self.max_position_embeddings is None:
             self.max_position_embeddings = self.seq_length
         if self.ffn_hidden_size is None:
-            if self.swiglu:
-                self.ffn_hidden_size = -(-int(8 * self.hidden_size / 3) // 64) * 64
+            if self.swiglu:  # Megatron-LM's rule (validate_args)
+                self.ffn_hidden_size = int((4 * self.hidden_size * 2 / 3) / 64) * 64
             else:
                 self.ffn_hidden_size = 4 * self.hidden_size
         if self.num_query_groups is None:
-            self.num_query_groups = self.num_attention_heads
+            self.num_query_groups = 1 if self.group_query_attention else self.num_attention_heads
+        self.group_query_attention = self.num_query_groups != self.num_attention_heads
         for name in (
             "num_query_groups",
             "ffn_hidden_size",

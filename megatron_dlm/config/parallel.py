@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
 from megatron_dlm.config.base import ConfigError, require
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,7 +28,12 @@ class ParallelConfig:
     context_parallel_size: int = 1
     """Context-parallel size (CP): splits each sequence across ranks (Transformer Engine)."""
     sequence_parallel: bool = False
-    """Shard norms, dropout and residuals along the sequence across the TP group."""
+    """Shard norms, dropout and residuals along the sequence across the TP group (turned off,
+    with a warning, at --tensor-model-parallel-size 1, as in Megatron-LM)."""
+    num_distributed_optimizer_instances: int = 1
+    """Megatron-LM's partial distributed optimizer (state sharded within this many groups of
+    data-parallel ranks). Accepted so that --dry-run sizes Megatron-LM/MegaDLMs scripts;
+    training refuses values above 1 (not supported yet)."""
     distributed_backend: Literal["auto", "nccl", "gloo"] = "auto"
     """torch.distributed backend: 'auto' is NCCL with CUDA and gloo without."""
     distributed_timeout_minutes: int = 10
@@ -43,9 +51,15 @@ class ParallelConfig:
             self.expert_tensor_parallel_size = self.tensor_model_parallel_size
         require(self.expert_tensor_parallel_size >= 1, "--expert-tensor-parallel-size must be >= 1")
         require(
-            not self.sequence_parallel or self.tensor_model_parallel_size > 1,
-            "--sequence-parallel needs --tensor-model-parallel-size > 1",
+            self.num_distributed_optimizer_instances >= 1,
+            "--num-distributed-optimizer-instances must be >= 1",
         )
+        if self.sequence_parallel and self.tensor_model_parallel_size == 1:
+            logger.warning(
+                "--sequence-parallel is turned off: --tensor-model-parallel-size is 1 "
+                "(as Megatron-LM does)"
+            )
+            self.sequence_parallel = False
         if self.num_virtual_stages_per_pipeline_rank is not None:
             require(
                 self.pipeline_model_parallel_size > 1,
@@ -87,4 +101,12 @@ class ParallelConfig:
                 f"divisible by --expert-model-parallel-size ({self.expert_model_parallel_size}) "
                 f"x --expert-tensor-parallel-size ({self.expert_tensor_parallel_size})"
             )
-        return world_size // self.model_parallel_size
+        dp = world_size // self.model_parallel_size
+        instances = self.num_distributed_optimizer_instances
+        if (dp * self.context_parallel_size) % instances:
+            raise ConfigError(
+                f"the data-parallel size ({dp}) x --context-parallel-size "
+                f"({self.context_parallel_size}) is not divisible by "
+                f"--num-distributed-optimizer-instances ({instances})"
+            )
+        return dp

@@ -23,13 +23,17 @@ class PrecisionConfig:
     e5m2 gradients). Needs --transformer-impl transformer_engine and an FP8-capable GPU."""
     fp8_recipe: Literal["delayed", "tensorwise", "mxfp8", "blockwise"] = "delayed"
     """FP8 scaling recipe."""
-    fp8_amax_history_len: int = 1024
-    """Amax history length for delayed scaling."""
-    fp8_amax_compute_algo: Literal["most_recent", "max"] = "max"
+    fp8_amax_history_len: int = 1
+    """Amax history length for delayed scaling (Megatron-LM's default 1; 1024 is common)."""
+    fp8_amax_compute_algo: Literal["most_recent", "max"] = "most_recent"
     """How delayed scaling reduces the amax history."""
+    fp8_param_gather: bool = False
+    """Keep the weights in FP8 and all-gather them in FP8 (megatron-core's fp8_param and
+    fp8_param_gather); needs --fp8-format."""
 
     def __post_init__(self):
         require(not (self.bf16 and self.fp16), "--bf16 and --fp16 are mutually exclusive")
+        require(self.fp8_amax_history_len >= 1, "--fp8-amax-history-len must be >= 1")
         require(
             self.fp8_format is None or self.bf16 or self.fp16,
             "--fp8-format needs --bf16 (or --fp16) for the non-FP8 parts of the model",

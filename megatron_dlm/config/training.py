@@ -17,15 +17,23 @@ class TrainingConfig:
     global_batch_size: int | None = None
     """Sequences per optimizer step across all data-parallel ranks (gradient accumulation makes
     up the difference). Default: micro batch size x data-parallel size."""
+    rampup_batch_size: list[int] | None = None
+    """Megatron-LM's batch-size ramp-up (START INCREMENT SAMPLES). Not implemented: accepted so
+    that --dry-run sizes a Megatron-LM script (at the full --global-batch-size); training
+    refuses it."""
     train_iters: int | None = None
-    """Optimizer steps to train for (the compute budget); or give --train-tokens."""
+    """Optimizer steps to train for (the compute budget); or give --train-samples or
+    --train-tokens."""
+    train_samples: int | None = None
+    """Compute budget in sequences (Megatron-LM's flag); sets --train-iters to
+    ceil(samples / global batch size)."""
     train_tokens: int | None = None
     """Compute budget in tokens (global batch x seq length x steps); sets --train-iters."""
     seed: int = 1234
     """Seed for initialisation, data order and diffusion noise."""
-    eval_interval: int | None = 1000
+    eval_interval: int | None = None
     """Evaluate on the validation set every N steps (and at the end); unset: only at the end."""
-    eval_iters: int = 10
+    eval_iters: int = 100
     """Global batches per evaluation."""
     eval_tasks: str | None = None
     """Comma-separated lm-eval tasks (``python_nextline_mc``, ``humaneval_offline``, or any task
@@ -39,10 +47,15 @@ class TrainingConfig:
     """Options of the ``megatron_dlm`` lm-eval model for --eval-tasks, as ``key=value,...``
     (tools/evaluate.py's --model_args: mc_num, mc_batch_size, batch_size, gen_length, steps,
     block_length, remasking, threshold, cache, seed, ...)."""
-    max_skipped_iters: int = 10
-    """Stop when this many consecutive steps were skipped for NaN/Inf loss or gradients."""
     check_for_nan_in_loss_and_grad: bool = True
-    """Skip (and count) a step whose loss or gradient norm is NaN/Inf."""
+    """Stop the run with an error at the first step whose loss or gradient norm is NaN/Inf
+    (Megatron-LM's meaning; the weights are not updated and the last checkpoint stays the
+    newest). See --skip-nan-steps for skipping such steps instead."""
+    skip_nan_steps: bool = False
+    """Skip (and count) a step whose loss or gradient norm is NaN/Inf instead of stopping; the
+    run stops after --max-skipped-iters such steps in a row."""
+    max_skipped_iters: int = 10
+    """With --skip-nan-steps: stop when this many consecutive steps were skipped."""
     exit_interval: int | None = None
     """Stop (after saving a checkpoint) once the iteration is a multiple of this."""
     exit_duration_in_mins: float | None = None
@@ -55,7 +68,8 @@ class TrainingConfig:
     dry_run_world_size: int | None = None
     """World size that --dry-run simulates (default: the current one)."""
     dry_run_vocab_size: int = 32000
-    """Vocabulary size --dry-run assumes when no --tokenizer-model is given."""
+    """Vocabulary size --dry-run assumes when no --tokenizer-model is given, or it does not exist
+    (yet) on this machine."""
     dry_run_mfu: float = 0.4
     """Model FLOPs utilisation --dry-run assumes for the projected time."""
 
@@ -66,9 +80,20 @@ class TrainingConfig:
             self.global_batch_size is None or self.global_batch_size >= 1,
             "--global-batch-size must be >= 1",
         )
+        budgets = [
+            name
+            for name in ("train_iters", "train_samples", "train_tokens")
+            if getattr(self, name) is not None
+        ]
+        given = " and ".join("--" + b.replace("_", "-") for b in budgets)
+        require(len(budgets) <= 1, f"give one compute budget, not {given}")
         require(
-            not (self.train_iters is not None and self.train_tokens is not None),
-            "give either --train-iters or --train-tokens, not both",
+            self.train_samples is None or self.train_samples >= 1,
+            f"--train-samples must be >= 1, got {self.train_samples}",
+        )
+        require(
+            self.rampup_batch_size is None or len(self.rampup_batch_size) == 3,
+            "--rampup-batch-size takes three numbers: START INCREMENT SAMPLES",
         )
         require(
             self.train_iters is None or self.train_iters >= 1,
@@ -130,23 +155,30 @@ class OptimizerConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
     """'adam' is AdamW (decoupled weight decay), as in Megatron-LM."""
     lr: float = 3e-4
-    """Peak learning rate."""
+    """Peak learning rate (Megatron-LM has no default)."""
     min_lr: float = 0.0
     """Learning rate at the end of the decay."""
-    lr_decay_style: Literal["constant", "linear", "cosine", "inverse-square-root", "WSD"] = "cosine"
+    lr_decay_style: Literal["constant", "linear", "cosine", "inverse-square-root", "WSD"] = "linear"
     """Decay after warmup. WSD: warmup-stable-decay (see --lr-wsd-decay-*)."""
     lr_warmup_iters: int = 0
     """Linear warmup steps."""
+    lr_warmup_samples: int = 0
+    """Warmup in sequences (Megatron-LM's flag): divided by the global batch size into steps."""
     lr_warmup_fraction: float | None = None
     """Warmup as a fraction of --lr-decay-iters (overrides --lr-warmup-iters)."""
     lr_warmup_init: float = 0.0
     """Learning rate at the start of warmup."""
     lr_decay_iters: int | None = None
     """Steps over which the learning rate decays. Default: the training steps."""
+    lr_decay_samples: int | None = None
+    """Decay length in sequences (Megatron-LM's flag): divided by the global batch size into
+    steps."""
     lr_wsd_decay_style: Literal["exponential", "linear", "cosine", "minus_sqrt"] = "exponential"
     """Shape of the WSD decay phase."""
     lr_wsd_decay_iters: int | None = None
     """Length of the WSD decay phase in steps."""
+    lr_wsd_decay_samples: int | None = None
+    """Length of the WSD decay phase in sequences (Megatron-LM's flag)."""
     lr_wsd_decay_fraction: float | None = None
     """Length of the WSD decay phase as a fraction of the decay steps (default 0.1 if neither
     this nor --lr-wsd-decay-iters is given)."""
@@ -161,12 +193,17 @@ class OptimizerConfig:
         default=False, metadata={"aliases": ("--use-checkpoint-opt_param-scheduler",)}
     )
     """On resume, keep the checkpoint's LR schedule whatever this command line says."""
+    decoupled_lr: float | None = None
+    """Separate peak learning rate for the input embedding and output layer (megatron-core's
+    decoupled_lr)."""
+    decoupled_min_lr: float | None = None
+    """Minimum learning rate of the --decoupled-lr parameters."""
     weight_decay: float = 0.01
     """Decoupled weight decay (not applied to biases and norms)."""
     adam_beta1: float = 0.9
     """Adam beta1."""
-    adam_beta2: float = 0.95
-    """Adam beta2 (Megatron-LM's default is 0.999; 0.95 is common for LLM pretraining)."""
+    adam_beta2: float = 0.999
+    """Adam beta2 (the recipes use 0.95, common for LLM pretraining)."""
     adam_eps: float = 1e-8
     """Adam epsilon."""
     sgd_momentum: float = 0.9
@@ -179,6 +216,8 @@ class OptimizerConfig:
     """Overlap the data-parallel gradient reduction with the backward pass."""
     overlap_param_gather: bool = False
     """Overlap the distributed optimizer's parameter all-gather with the forward pass."""
+    grad_reduce_in_bf16: bool = False
+    """Reduce gradients across data-parallel ranks in bf16 instead of fp32."""
     ddp_bucket_size: int | None = None
     """Gradient bucket size in elements with --overlap-grad-reduce. Default: megatron-core's,
     max(40M, 1M x DP size). Pin it to resume a distributed-optimizer checkpoint (default
@@ -232,6 +271,26 @@ class OptimizerConfig:
             self.ddp_bucket_size is None or self.ddp_bucket_size >= 1,
             "--ddp-bucket-size must be >= 1",
         )
+        require(self.lr_warmup_samples >= 0, "--lr-warmup-samples must be >= 0")
+        require(
+            not (self.lr_warmup_samples and self.lr_warmup_iters),
+            "give either --lr-warmup-iters or --lr-warmup-samples, not both",
+        )
+        for iters, samples in (
+            ("lr_decay_iters", "lr_decay_samples"),
+            ("lr_wsd_decay_iters", "lr_wsd_decay_samples"),
+        ):
+            require(
+                getattr(self, iters) is None or getattr(self, samples) is None,
+                f"give either --{iters.replace('_', '-')} or --{samples.replace('_', '-')}, "
+                "not both",
+            )
+            value = getattr(self, samples)
+            require(value is None or value >= 1, f"--{samples.replace('_', '-')} must be >= 1")
+        require(
+            self.decoupled_min_lr is None or self.decoupled_lr is not None,
+            "--decoupled-min-lr needs --decoupled-lr",
+        )
 
 
 @dataclass
@@ -252,12 +311,16 @@ class CheckpointConfig:
     """Do not load RNG states from the checkpoint."""
     finetune: bool = False
     """Load only the weights: start at iteration 0 with fresh optimizer, scheduler and data."""
+    ckpt_format: Literal["torch_dist"] = "torch_dist"
+    """Checkpoint format: megatron-core's dist_checkpointing (torch_dist), the only one here;
+    Megatron-LM's other formats are refused."""
     async_save: bool = False
     """Write checkpoint shards in a background process while training continues (megatron-core's
     asynchronous torch_dist save); the next save, or the end of the run, waits for it, and the
     tracker names a checkpoint only once its files are complete and verified."""
-    exit_signal_handler: bool = True
-    """On SIGTERM or SIGUSR1 (e.g. SLURM preemption), save a checkpoint and exit cleanly."""
+    exit_signal_handler: bool = field(default=False, metadata={"negatable": True})
+    """On SIGTERM or SIGUSR1 (e.g. SLURM preemption), save a checkpoint and exit cleanly (the
+    recipes and launch scripts turn it on)."""
     dist_ckpt_optim_fully_reshardable: bool = False
     """Save the distributed optimizer's state in megatron-core's fully_reshardable format
     (gathered per parameter; resumes at any TP/PP/EP) instead of the default dp_reshardable
@@ -274,7 +337,7 @@ class CheckpointConfig:
 class LoggingConfig:
     """Console, JSONL metrics file and Weights & Biases."""
 
-    log_interval: int = 10
+    log_interval: int = 100
     """Print (and record) metrics every N steps."""
     log_dir: str | None = None
     """Run directory for metrics.jsonl and the resolved config. Default: --save, else

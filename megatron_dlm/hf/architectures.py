@@ -142,6 +142,7 @@ def read_stock_config(config, source: str = "config.json") -> tuple[StockArchite
         add_qkv_bias=False,
         init_method_std=float(_field(config, "initializer_range", 0.02)),
         attention_dropout=float(_field(config, "attention_dropout", 0.0) or 0.0),
+        hidden_dropout=0.0,  # these architectures have no hidden-state dropout
     )
     fields.update(_biases(arch, config, source))
     if arch.moe:

@@ -102,6 +102,38 @@ class ExportResult:
     verify: VerifyReport | None = None
 
 
+HF_RENAMES = {
+    "num_layers": "num_hidden_layers",
+    "ffn_hidden_size": "intermediate_size",
+    "num_query_groups": "num_key_value_heads",
+    "kv_channels": "head_dim",
+    "init_method_std": "initializer_range",
+}
+"""ModelConfig field -> MegatronDLMConfig (Hugging Face) argument where the names differ; the
+other fields that MegatronDLMConfig takes pass through by name (:func:`hf_model_fields`)."""
+HF_NEGATED = {
+    "disable_bias_linear": "add_bias_linear",
+    "untie_embeddings_and_output_weights": "tie_word_embeddings",
+}
+"""ModelConfig switch -> the MegatronDLMConfig argument that is its negation."""
+
+
+def hf_model_fields() -> dict[str, str]:
+    """Every ModelConfig field that MegatronDLMConfig takes: ours -> its argument name."""
+    import dataclasses
+    import inspect
+
+    from megatron_dlm.config import ModelConfig
+
+    accepted = inspect.signature(MegatronDLMConfig.__init__).parameters
+    fields = {}
+    for f in dataclasses.fields(ModelConfig):
+        name = HF_RENAMES.get(f.name, f.name)
+        if name in accepted and f.name not in HF_NEGATED:
+            fields[f.name] = name
+    return fields
+
+
 def hf_config_from_megatron(cfg: DLMConfig, tokenizer: TokenizerRecord) -> MegatronDLMConfig:
     """The HF configuration of a training config and its checkpoint's tokenizer record."""
     m = cfg.model
@@ -110,41 +142,20 @@ def hf_config_from_megatron(cfg: DLMConfig, tokenizer: TokenizerRecord) -> Megat
             "MoE models with linear biases (--no-disable-bias-linear) cannot be exported: "
             "megatron-core's expert bias paths are not reproduced by the Hugging Face model"
         )
+    if m.apply_layernorm_1p:
+        raise ExportError(
+            "models with --apply-layernorm-1p cannot be exported: the Hugging Face model has no "
+            "zero-centred norm weights"
+        )
     objective = cfg.objective.objective
     config = MegatronDLMConfig(
+        **{hf: getattr(m, ours) for ours, hf in hf_model_fields().items()},
+        **{hf: not getattr(m, ours) for ours, hf in HF_NEGATED.items()},
         vocab_size=tokenizer.vocab_size,
-        hidden_size=m.hidden_size,
-        intermediate_size=m.ffn_hidden_size,
-        num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_attention_heads,
-        num_key_value_heads=m.num_query_groups,
-        head_dim=m.kv_channels,
-        max_position_embeddings=m.max_position_embeddings,
-        position_embedding_type=m.position_embedding_type,
-        rotary_base=m.rotary_base,
-        rotary_percent=m.rotary_percent,
-        normalization=m.normalization,
-        norm_epsilon=m.norm_epsilon,
-        swiglu=m.swiglu,
-        qk_layernorm=m.qk_layernorm,
-        add_bias_linear=not m.disable_bias_linear,
-        add_qkv_bias=m.add_qkv_bias,
         objective=objective,
         mask_token_id=tokenizer.mask_id,
         pad_token_id=tokenizer.pad_id,
         eos_token_id=tokenizer.eod_id,
-        tie_word_embeddings=not m.untie_embeddings_and_output_weights,
-        num_experts=m.num_experts,
-        moe_router_topk=m.moe_router_topk,
-        moe_ffn_hidden_size=m.moe_ffn_hidden_size,
-        moe_shared_expert_intermediate_size=m.moe_shared_expert_intermediate_size,
-        moe_shared_expert_gate=m.moe_shared_expert_gate,
-        moe_layer_freq=m.moe_layer_freq,
-        moe_router_score_function=m.moe_router_score_function,
-        moe_router_pre_softmax=m.moe_router_pre_softmax,
-        hidden_dropout=m.hidden_dropout,
-        attention_dropout=m.attention_dropout,
-        initializer_range=m.init_method_std,
     )
     head = "AutoModelForMaskedLM" if objective == "dlm" else "AutoModelForCausalLM"
     model_class = model_class_name(config)

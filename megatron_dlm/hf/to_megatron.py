@@ -88,35 +88,13 @@ def training_config(
         saved = record["megatron_config"]
         tokenizer = TokenizerRecord.from_dict(record["tokenizer"], f"{provenance}: tokenizer")
         return saved, tokenizer, record.get("padded_vocab_size")
-    model = dict(
-        num_layers=config.num_hidden_layers,
-        hidden_size=config.hidden_size,
-        ffn_hidden_size=config.intermediate_size,
-        num_attention_heads=config.num_attention_heads,
-        num_query_groups=config.num_key_value_heads,
-        kv_channels=config.head_dim,
-        seq_length=config.max_position_embeddings,
-        max_position_embeddings=config.max_position_embeddings,
-        position_embedding_type=config.position_embedding_type,
-        rotary_base=config.rotary_base,
-        rotary_percent=config.rotary_percent,
-        normalization=config.normalization,
-        norm_epsilon=config.norm_epsilon,
-        swiglu=config.swiglu,
-        qk_layernorm=config.qk_layernorm,
-        untie_embeddings_and_output_weights=not config.tie_word_embeddings,
-        disable_bias_linear=not config.add_bias_linear,
-        add_qkv_bias=config.add_qkv_bias,
-        init_method_std=config.initializer_range,
-        num_experts=config.num_experts,
-        moe_router_topk=config.moe_router_topk,
-        moe_ffn_hidden_size=config.moe_ffn_hidden_size if config.num_experts else None,
-        moe_shared_expert_intermediate_size=config.moe_shared_expert_intermediate_size,
-        moe_shared_expert_gate=getattr(config, "moe_shared_expert_gate", False),
-        moe_layer_freq=config.moe_layer_freq,
-        moe_router_score_function=config.moe_router_score_function,
-        moe_router_pre_softmax=config.moe_router_pre_softmax,
-    )
+    from megatron_dlm.hf.convert import HF_NEGATED, hf_model_fields
+
+    model = {ours: getattr(config, hf) for ours, hf in hf_model_fields().items()}
+    model.update({ours: not getattr(config, hf) for ours, hf in HF_NEGATED.items()})
+    model["seq_length"] = config.max_position_embeddings
+    if not config.num_experts:
+        model["moe_ffn_hidden_size"] = None
     tokenizer = TokenizerRecord(
         vocab_size=config.vocab_size,
         mask_id=config.mask_token_id,

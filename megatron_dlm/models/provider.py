@@ -11,6 +11,7 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from megatron_dlm.config import DLMConfig
+from megatron_dlm.config.translate import matching_fields
 from megatron_dlm.models.specs import decoder_block_spec
 from megatron_dlm.models.vocab import Vocab
 
@@ -23,39 +24,66 @@ def _uses_gloo() -> bool:
     return not torch.cuda.is_available()
 
 
+TRANSFORMER_CONFIG_RENAMES = {
+    "norm_epsilon": "layernorm_epsilon",
+    "swiglu": "gated_linear_unit",
+    "apply_layernorm_1p": "layernorm_zero_centered_gamma",
+    "num_experts": "num_moe_experts",
+    "num_virtual_stages_per_pipeline_rank": "virtual_pipeline_model_parallel_size",
+    "fp8_format": "fp8",
+    "fp8_param_gather": "fp8_param",
+}
+"""Our field (Megatron-LM's flag) -> TransformerConfig's, where the names differ. Every other
+field of the model, parallel and precision sections that TransformerConfig has passes through
+by name (:func:`megatron_dlm.config.translate.matching_fields`)."""
+
+_FUSIONS = (
+    "masked_softmax_fusion",
+    "bias_dropout_fusion",
+    "apply_rope_fusion",
+    "persist_layer_norm",
+    "gradient_accumulation_fusion",
+)
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
 def transformer_config(cfg: DLMConfig) -> TransformerConfig:
-    """Translate our config sections into megatron-core's TransformerConfig."""
+    """megatron-core's TransformerConfig of our config: the fields with the same names pass
+    through, :data:`TRANSFORMER_CONFIG_RENAMES` the others; the rest is derived here."""
+    from megatron.core.transformer.enums import AttnBackend
+
     model, parallel, precision = cfg.model, cfg.parallel, cfg.precision
-    use_te = model.transformer_impl == "transformer_engine"
-    kwargs = dict(
-        num_layers=model.num_layers,
-        hidden_size=model.hidden_size,
-        ffn_hidden_size=model.ffn_hidden_size,
-        num_attention_heads=model.num_attention_heads,
-        num_query_groups=model.num_query_groups,
-        kv_channels=model.kv_channels,
-        hidden_dropout=model.hidden_dropout,
-        attention_dropout=model.attention_dropout,
-        normalization=model.normalization,
-        layernorm_epsilon=model.norm_epsilon,
+    # Without Transformer Engine installed the spec says what to install (models/specs.py);
+    # megatron-core's own checks of the fused kernels would fail first with less to go on.
+    use_te = model.transformer_impl == "transformer_engine" and _has_module("transformer_engine")
+    kwargs = matching_fields(
+        TransformerConfig,
+        (model, parallel, precision),
+        renames=TRANSFORMER_CONFIG_RENAMES,
+        exclude=("bias_gelu_fusion", "bias_swiglu_fusion", "disable_bias_linear"),
+    )
+    # The fusions are Megatron-LM's flags (on unless --no-...), used where the layers have the
+    # kernels: Transformer Engine's (the local layers are plain PyTorch).
+    for name in _FUSIONS:
+        kwargs[name] = getattr(model, name) and use_te
+    # Megatron-LM disables the weight-gradient fusion without its CUDA extension.
+    kwargs["gradient_accumulation_fusion"] &= _has_module("fused_weight_gradient_mlp_cuda")
+    activation_fusion = model.bias_swiglu_fusion if model.swiglu else model.bias_gelu_fusion
+    kwargs.update(
         add_bias_linear=not model.disable_bias_linear,
-        add_qkv_bias=model.add_qkv_bias,
-        gated_linear_unit=model.swiglu,
         activation_func=F.silu if model.swiglu else F.gelu,
-        qk_layernorm=model.qk_layernorm,
-        init_method_std=model.init_method_std,
-        use_cpu_initialization=model.use_cpu_initialization,
+        # megatron-core's fused bias-GELU needs the bias (Megatron-LM turns it off without).
+        bias_activation_fusion=use_te
+        and activation_fusion
+        and (model.swiglu or not model.disable_bias_linear),
+        attention_backend=AttnBackend[model.attention_backend],
         params_dtype=precision.params_dtype,
         pipeline_dtype=precision.params_dtype,
-        bf16=precision.bf16,
-        fp16=precision.fp16,
-        tensor_model_parallel_size=parallel.tensor_model_parallel_size,
-        pipeline_model_parallel_size=parallel.pipeline_model_parallel_size,
-        virtual_pipeline_model_parallel_size=parallel.num_virtual_stages_per_pipeline_rank,
-        context_parallel_size=parallel.context_parallel_size,
-        expert_model_parallel_size=parallel.expert_model_parallel_size,
-        expert_tensor_parallel_size=parallel.expert_tensor_parallel_size,
-        sequence_parallel=parallel.sequence_parallel,
         # Megatron's per-token loss: loss_func returns (sum, num_tokens) and gradients are
         # divided by the global token count, so the loss does not depend on the layout.
         calculate_per_token_loss=True,
@@ -64,40 +92,10 @@ def transformer_config(cfg: DLMConfig) -> TransformerConfig:
         # match forward activations with backward gradients (same peer, same tag). The
         # unbatched path sends the two directions over different communicators.
         batch_p2p_comm=not _uses_gloo(),
-        # Fused kernels come from Transformer Engine / apex; the local path uses plain PyTorch.
-        bias_activation_fusion=use_te and model.swiglu,
-        masked_softmax_fusion=use_te,
-        bias_dropout_fusion=use_te,
-        apply_rope_fusion=False,
-        gradient_accumulation_fusion=False,
-        persist_layer_norm=use_te,
-        recompute_granularity=model.recompute_granularity,
-        recompute_method=model.recompute_method,
-        recompute_num_layers=model.recompute_num_layers,
     )
-    if model.is_moe:
-        kwargs.update(
-            num_moe_experts=model.num_experts,
-            moe_router_topk=model.moe_router_topk,
-            moe_ffn_hidden_size=model.moe_ffn_hidden_size,
-            moe_shared_expert_intermediate_size=model.moe_shared_expert_intermediate_size,
-            moe_shared_expert_gate=model.moe_shared_expert_gate,
-            moe_layer_freq=model.moe_layer_freq,
-            moe_router_load_balancing_type=model.moe_router_load_balancing_type,
-            moe_router_score_function=model.moe_router_score_function,
-            moe_router_pre_softmax=model.moe_router_pre_softmax,
-            moe_aux_loss_coeff=model.moe_aux_loss_coeff,
-            moe_z_loss_coeff=model.moe_z_loss_coeff,
-            moe_token_dispatcher_type=model.moe_token_dispatcher_type,
-            moe_grouped_gemm=model.moe_grouped_gemm,
-        )
-    if precision.fp8_format is not None:
-        kwargs.update(
-            fp8=precision.fp8_format,
-            fp8_recipe=precision.fp8_recipe,
-            fp8_amax_history_len=precision.fp8_amax_history_len,
-            fp8_amax_compute_algo=precision.fp8_amax_compute_algo,
-        )
+    if precision.fp8_format is None:
+        for name in ("fp8_recipe", "fp8_amax_history_len", "fp8_amax_compute_algo", "fp8_param"):
+            kwargs.pop(name, None)
     return TransformerConfig(**kwargs)
 
 

@@ -100,6 +100,7 @@ def init_distributed(parallel: ParallelConfig, seed: int = 1234) -> DistributedC
             expert_model_parallel_size=parallel.expert_model_parallel_size,
             expert_tensor_parallel_size=parallel.expert_tensor_parallel_size,
             distributed_timeout_minutes=parallel.distributed_timeout_minutes,
+            num_distributed_optimizer_instances=parallel.num_distributed_optimizer_instances,
         )
     set_seed(seed)
     ctx = DistributedContext(

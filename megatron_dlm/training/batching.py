@@ -37,10 +37,14 @@ def resolve_batch_layout(cfg: DLMConfig, data_parallel_size: int) -> BatchLayout
     seq = cfg.model.seq_length
     if training.train_iters is not None:
         iters = training.train_iters
+    elif training.train_samples is not None:
+        iters = math.ceil(training.train_samples / gbs)
     elif training.train_tokens is not None:
         iters = math.ceil(training.train_tokens / (gbs * seq))
     else:
-        raise ConfigError("give the compute budget: --train-iters or --train-tokens")
+        raise ConfigError(
+            "give the compute budget: --train-iters, --train-samples or --train-tokens"
+        )
     return BatchLayout(
         micro_batch_size=mbs,
         global_batch_size=gbs,

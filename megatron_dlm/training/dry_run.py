@@ -94,7 +94,9 @@ def dry_run(cfg: DLMConfig, world_size: int | None = None) -> DryRunReport:
     dp = cfg.parallel.data_parallel_size(world)
     layout = resolve_batch_layout(cfg, dp)
     vocab = cfg.training.dry_run_vocab_size
-    if cfg.data.tokenizer_model:
+    # A launch script sized before its tokenizer files exist (paths of the cluster it targets)
+    # assumes --dry-run-vocab-size.
+    if cfg.data.tokenizer_model and os.path.exists(cfg.data.tokenizer_model):
         from megatron_dlm.data.tokenizer import build_tokenizer
 
         vocab = build_tokenizer(cfg.data).vocab_size

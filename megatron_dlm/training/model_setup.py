@@ -8,8 +8,13 @@ from megatron.core.distributed.finalize_model_grads import finalize_model_grads
 from megatron.core.transformer.module import Float16Module
 
 from megatron_dlm.config import DLMConfig
+from megatron_dlm.config.translate import matching_fields
 from megatron_dlm.models.provider import build_model
 from megatron_dlm.models.vocab import Vocab
+
+DDP_CONFIG_RENAMES = {"ddp_bucket_size": "bucket_size"}
+"""Our field -> DistributedDataParallelConfig's where the names differ; the others (overlap_*,
+use_distributed_optimizer, num_distributed_optimizer_instances, fp8_param_gather) match."""
 
 
 def setup_model(cfg: DLMConfig, vocab: Vocab) -> list[DistributedDataParallel]:
@@ -25,12 +30,13 @@ def setup_model(cfg: DLMConfig, vocab: Vocab) -> list[DistributedDataParallel]:
         chunks = [Float16Module(config, chunk) for chunk in chunks]
     opt = cfg.optimizer
     ddp_config = DistributedDataParallelConfig(
-        grad_reduce_in_fp32=True,
-        overlap_grad_reduce=opt.overlap_grad_reduce,
-        overlap_param_gather=opt.overlap_param_gather,
-        bucket_size=opt.ddp_bucket_size,
-        use_distributed_optimizer=opt.use_distributed_optimizer,
-        # NaN/Inf gradients skip the step (training/optimizer.py) rather than raise.
+        **matching_fields(
+            DistributedDataParallelConfig,
+            (opt, cfg.parallel, cfg.precision),
+            renames=DDP_CONFIG_RENAMES,
+        ),
+        grad_reduce_in_fp32=not opt.grad_reduce_in_bf16,
+        # NaN/Inf are checked on the global grad norm (training/trainer.py): stop or skip.
         check_for_nan_in_grad=False,
     )
     model = [

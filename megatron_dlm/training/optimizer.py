@@ -11,32 +11,18 @@ from megatron.core.optimizer import clip_grads, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
 from megatron_dlm.config import ConfigError, DLMConfig
+from megatron_dlm.config.translate import matching_fields
 
 
 def build_optimizer(cfg: DLMConfig, model: list[torch.nn.Module]):
-    """megatron-core's optimizer (fp32 main weights for bf16/fp16; ZeRO-1 if distributed)."""
+    """megatron-core's optimizer (fp32 main weights for bf16/fp16; ZeRO-1 if distributed).
+
+    Its OptimizerConfig takes every field of the optimizer and precision sections with the same
+    name (lr, min_lr, decoupled_lr, adam_beta2, use_distributed_optimizer, ...).
+    """
     opt, precision = cfg.optimizer, cfg.precision
-    mcore_cfg = MCoreOptimizerConfig(
-        optimizer=opt.optimizer,
-        lr=opt.lr,
-        min_lr=opt.min_lr,
-        weight_decay=opt.weight_decay,
-        adam_beta1=opt.adam_beta1,
-        adam_beta2=opt.adam_beta2,
-        adam_eps=opt.adam_eps,
-        sgd_momentum=opt.sgd_momentum,
-        clip_grad=opt.clip_grad,
-        bf16=precision.bf16,
-        fp16=precision.fp16,
-        params_dtype=precision.params_dtype,
-        loss_scale=opt.loss_scale,
-        initial_loss_scale=opt.initial_loss_scale,
-        min_loss_scale=opt.min_loss_scale,
-        loss_scale_window=opt.loss_scale_window,
-        hysteresis=opt.hysteresis,
-        use_distributed_optimizer=opt.use_distributed_optimizer,
-        overlap_param_gather=opt.overlap_param_gather,
-    )
+    kwargs = matching_fields(MCoreOptimizerConfig, (opt, precision), exclude=("fp8_recipe",))
+    mcore_cfg = MCoreOptimizerConfig(**kwargs, params_dtype=precision.params_dtype)
     return get_megatron_optimizer(mcore_cfg, model)
 
 
@@ -49,12 +35,28 @@ class ScheduleSteps:
     wsd_decay: int | None
 
 
-def schedule_steps(cfg: DLMConfig, train_iters: int) -> ScheduleSteps:
+def schedule_steps(
+    cfg: DLMConfig, train_iters: int, global_batch_size: int | None = None
+) -> ScheduleSteps:
+    """Warmup, decay and WSD-decay steps; Megatron-LM's ``--lr-*-samples`` are divided by the
+    global batch size (rounded to the nearest step)."""
     opt = cfg.optimizer
-    decay = opt.lr_decay_iters if opt.lr_decay_iters is not None else train_iters
+
+    def steps(samples: int) -> int:
+        gbs = global_batch_size or cfg.training.global_batch_size or 1
+        return max(1, round(samples / gbs))
+
+    if opt.lr_decay_iters is not None:
+        decay = opt.lr_decay_iters
+    elif opt.lr_decay_samples is not None:
+        decay = steps(opt.lr_decay_samples)
+    else:
+        decay = train_iters
     decay = max(decay, 1)
     if opt.lr_warmup_fraction is not None:
         warmup = int(opt.lr_warmup_fraction * decay)
+    elif opt.lr_warmup_samples:
+        warmup = steps(opt.lr_warmup_samples)
     else:
         warmup = opt.lr_warmup_iters
     if warmup >= decay:
@@ -66,19 +68,23 @@ def schedule_steps(cfg: DLMConfig, train_iters: int) -> ScheduleSteps:
     if opt.lr_decay_style == "WSD":
         if opt.lr_wsd_decay_iters is not None:
             wsd = opt.lr_wsd_decay_iters
+        elif opt.lr_wsd_decay_samples is not None:
+            wsd = steps(opt.lr_wsd_decay_samples)
         else:
             wsd = max(1, round((opt.lr_wsd_decay_fraction or 0.1) * decay))
     return ScheduleSteps(warmup=warmup, decay=decay, wsd_decay=wsd)
 
 
-def build_scheduler(cfg: DLMConfig, optimizer, train_iters: int) -> OptimizerParamScheduler:
+def build_scheduler(
+    cfg: DLMConfig, optimizer, train_iters: int, global_batch_size: int | None = None
+) -> OptimizerParamScheduler:
     """megatron-core's OptimizerParamScheduler stepped once per optimizer step.
 
     A resumed run restores it at the saved step; ``--override-opt-param-scheduler`` and
     ``--use-checkpoint-opt-param-scheduler`` (Megatron-LM's flags, set on the scheduler) say
     whose schedule wins when the command line's differs from the checkpoint's.
     """
-    steps = schedule_steps(cfg, train_iters)
+    steps = schedule_steps(cfg, train_iters, global_batch_size)
     opt = cfg.optimizer
     return OptimizerParamScheduler(
         optimizer,

@@ -84,6 +84,26 @@ def check_eval_tasks_layout(cfg: DLMConfig) -> None:
             )
 
 
+def refuse_dry_run_only_flags(cfg: DLMConfig) -> None:
+    """Megatron-LM options that --dry-run accepts but training does not implement."""
+    if cfg.training.rampup_batch_size is not None:
+        raise ConfigError(
+            "--rampup-batch-size: batch-size ramp-up is not implemented (only --dry-run accepts "
+            "it, sizing the run at --global-batch-size); train at a fixed --global-batch-size"
+        )
+    if cfg.parallel.num_distributed_optimizer_instances > 1:
+        raise ConfigError(
+            "--num-distributed-optimizer-instances > 1: not supported for training yet (only "
+            "--dry-run accepts it); the distributed optimizer shards over all data-parallel "
+            "ranks (leave it at 1)"
+        )
+    if cfg.data.mock_data:
+        raise ConfigError(
+            "--mock-data: synthetic data is not implemented (only --dry-run accepts it); give "
+            "--data-path (tools/preprocess_data.py writes it)"
+        )
+
+
 def preflight(cfg: DLMConfig, world_size: int | None = None) -> CheckedRun:
     """Check everything about ``cfg`` that needs no process group; call on every rank.
 
@@ -101,6 +121,7 @@ def preflight(cfg: DLMConfig, world_size: int | None = None) -> CheckedRun:
     """
     world_size = world_size_from_env() if world_size is None else world_size
     check_eval_tasks_layout(cfg)
+    refuse_dry_run_only_flags(cfg)
     layout = resolve_batch_layout(cfg, cfg.parallel.data_parallel_size(world_size))
     ckpt = cfg.checkpoint
     if ckpt.save:

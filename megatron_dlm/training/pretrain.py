@@ -101,7 +101,7 @@ def pretrain(cfg: DLMConfig, task_evaluator: TaskEvaluator | None = None) -> Tra
             f"{count_parameters(model):,}",
         )
         optimizer = build_optimizer(cfg, model)
-        scheduler = build_scheduler(cfg, optimizer, layout.train_iters)
+        scheduler = build_scheduler(cfg, optimizer, layout.train_iters, layout.global_batch_size)
         model[0].config.grad_scale_func = optimizer.scale_loss
 
         state = TrainState()

@@ -31,6 +31,8 @@ from megatron_dlm.training.signals import ExitSignalHandler
 from megatron_dlm.training.step import StepContext, reduce_reports, run_global_batch
 
 logger = logging.getLogger(__name__)
+NAN_REASONS = ("nan/inf loss", "nan/inf grad norm")
+"""Skip reasons of :func:`guarded_step` that --check-for-nan-in-loss-and-grad turns into a stop."""
 # The console line comes from the last pipeline stage (where the loss is), not rank 0.
 progress = logging.getLogger("megatron_dlm.progress")
 
@@ -281,7 +283,8 @@ class Trainer:
                 moe_metrics(self.cfg.model, self.layout.num_microbatches, self.state.iteration + 1)
             )
         finite, signal, late = _agree(metrics.get("loss"), stop_requested, self._time_up())
-        check = self.cfg.training.check_for_nan_in_loss_and_grad
+        training = self.cfg.training
+        check = training.check_for_nan_in_loss_and_grad or training.skip_nan_steps
         result = guarded_step(self.optimizer, self.cfg.optimizer.clip_grad, finite or not check)
         if result.stepped:
             self.scheduler.step(1)
@@ -347,6 +350,17 @@ class Trainer:
             state.floating_point_operations += self.flops_per_sequence * layout.global_batch_size
             if result.stepped:
                 consecutive_skips = 0
+            elif result.reason in NAN_REASONS and (
+                cfg.training.check_for_nan_in_loss_and_grad and not cfg.training.skip_nan_steps
+            ):
+                raise TrainingAborted(
+                    self._abort_message(
+                        f"iteration {state.iteration}: {result.reason} "
+                        "(--check-for-nan-in-loss-and-grad stops the run, as in Megatron-LM; "
+                        "--skip-nan-steps skips such steps instead); the update was not "
+                        "applied."
+                    )
+                )
             else:
                 state.skipped_iters += 1
                 # fp16 overflows are the loss scaler finding its scale, not a failure.
@@ -360,7 +374,13 @@ class Trainer:
                 self._log_train(window, time.perf_counter() - window_start)
                 window, window_start = [], time.perf_counter()
             if consecutive_skips >= cfg.training.max_skipped_iters:
-                raise TrainingAborted(self._abort_message(consecutive_skips))
+                raise TrainingAborted(
+                    self._abort_message(
+                        f"{consecutive_skips} consecutive steps had NaN/Inf loss or gradients "
+                        f"(--max-skipped-iters {cfg.training.max_skipped_iters}); stopping at "
+                        f"iteration {state.iteration}."
+                    )
+                )
             interval = cfg.training.eval_interval
             if interval and state.iteration % interval == 0 and self.valid_data is not None:
                 self.evaluate()
@@ -396,12 +416,8 @@ class Trainer:
         if not self._saved_this_iteration():
             self.save()
 
-    def _abort_message(self, skips: int) -> str:
+    def _abort_message(self, text: str) -> str:
         cfg = self.cfg
-        text = (
-            f"{skips} consecutive steps had NaN/Inf loss or gradients (--max-skipped-iters "
-            f"{cfg.training.max_skipped_iters}); stopping at iteration {self.state.iteration}."
-        )
         if self.saver is not None:
             self.saver.close()
         saved = read_tracker(cfg.checkpoint.save) if cfg.checkpoint.save else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from megatron_dlm.config import DLMConfig, ModelConfig
 from megatron_dlm.models.vocab import Vocab
+from tests.modern import modern_model
 
 VOCAB = Vocab(size=128, mask_id=127, eod_id=0, pad_id=1)
 
@@ -12,9 +13,10 @@ def _model():
     from megatron_dlm.models.provider import build_model
     from megatron_dlm.runtime.distributed import init_distributed
 
-    cfg = DLMConfig(model=ModelConfig(num_layers=1, hidden_size=32, num_attention_heads=2,
+    cfg = DLMConfig(model=ModelConfig(**modern_model(num_layers=1, hidden_size=32,
+                                      num_attention_heads=2,
                                       seq_length=16, max_position_embeddings=16,
-                                      use_cpu_initialization=True))  # fmt: skip
+                                      use_cpu_initialization=True)))  # fmt: skip
     init_distributed(cfg.parallel, seed=3)
     return cfg, build_model(cfg, VOCAB)
 

@@ -57,13 +57,19 @@ def test_megatron_flag_names_exist_with_help_from_docstrings():
     missing = [f for f in MEGATRON_FLAGS if f not in options]
     assert not missing, f"missing Megatron flags: {missing}"
     help_text = parser.format_help()
-    assert "Number of transformer layers." in help_text
+    assert "Number of transformer layers" in help_text
     assert "--dlm-eps" in help_text and "Smallest masking ratio t" in help_text
+
+
+SIZE = "--num-layers 2 --hidden-size 128 --num-attention-heads 4 --seq-length 256"
+"""The model size (required): later flags override it."""
 
 
 def test_flags_parse_into_typed_sections():
     cfg = parse_config(
         [
+            "--seq-length",
+            "256",
             "--num-layers",
             "4",
             "--hidden-size",
@@ -95,14 +101,18 @@ def test_flags_parse_into_typed_sections():
     assert cfg.precision.bf16 and cfg.model.moe_ffn_hidden_size == 256
 
 
-def test_swiglu_ffn_default_keeps_the_4h_parameter_count():
-    assert ModelConfig(hidden_size=768, num_attention_heads=12).ffn_hidden_size == 2048
+def test_swiglu_ffn_default_is_megatron_lms():
+    size = dict(num_layers=2, seq_length=64, num_attention_heads=16)
+    # int(8/3 h / 64) * 64: about the parameters of a 4h GELU MLP (Megatron-LM's validate_args).
+    assert ModelConfig(hidden_size=768, swiglu=True, **size).ffn_hidden_size == 2048
+    assert ModelConfig(hidden_size=2048, swiglu=True, **size).ffn_hidden_size == 5440
+    assert ModelConfig(hidden_size=768, **size).ffn_hidden_size == 4 * 768
 
 
 def test_yaml_config_then_flags_override(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        "num-layers: 6\nhidden_size: 96\nmodel:\n  num-attention-heads: 6\n"
+        "num-layers: 6\nhidden_size: 96\nmodel:\n  num-attention-heads: 6\n  seq-length: 64\n"
         "parallel:\n  tensor-model-parallel-size: 2\nobjective: ar\n"
     )
     cfg = parse_config(["--config", str(recipe), "--num-layers", "3"])
@@ -146,7 +156,6 @@ def test_missing_yaml_file_is_a_clear_error(tmp_path):
         ("--num-experts 6 --expert-model-parallel-size 4",
          r"--num-experts \(6\) must be divisible by --expert-model-parallel-size \(4\)"),
         ("--expert-model-parallel-size 2", "need --num-experts"),
-        ("--sequence-parallel", "--sequence-parallel needs --tensor-model-parallel-size > 1"),
         ("--seq-length 30 --tensor-model-parallel-size 4 --sequence-parallel",
          r"--seq-length \(30\) must be divisible by --tensor-model-parallel-size \(4\)"),
         ("--seq-length 30 --context-parallel-size 2 --transformer-impl transformer_engine",
@@ -192,7 +201,7 @@ def test_missing_yaml_file_is_a_clear_error(tmp_path):
     ],
 )  # fmt: skip
 def test_invalid_layouts_name_the_flags(argv, message):
-    args = build_parser().parse_args(argv.split())
+    args = build_parser().parse_args(f"{SIZE} {argv}".split())
     with pytest.raises(ConfigError, match=message):
         config_from_args(args)
 
@@ -208,13 +217,15 @@ def test_world_size_must_fit_the_layout():
 
 
 def test_config_round_trips_through_a_dict():
-    cfg = parse_config(["--num-experts", "4", "--objective", "ar", "--num-layers", "3"])
+    cfg = parse_config(
+        [*SIZE.split(), "--num-experts", "4", "--objective", "ar", "--num-layers", "3"]
+    )
     assert DLMConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_cli_exits_2_and_names_the_flag():
     proc = subprocess.run(
-        [sys.executable, "-m", "megatron_dlm.config.cli", "--num-layers", "3",
+        [sys.executable, "-m", "megatron_dlm.config.cli", *SIZE.split(), "--num-layers", "3",
          "--pipeline-model-parallel-size", "2"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip

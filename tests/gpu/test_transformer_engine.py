@@ -10,6 +10,7 @@ import torch
 from megatron_dlm.config import DLMConfig, ModelConfig, ObjectiveConfig, PrecisionConfig
 from megatron_dlm.testing import run_distributed
 from tests.gpu import workers
+from tests.modern import modern_model
 
 needs_te = pytest.mark.skipif(
     importlib.util.find_spec("transformer_engine") is None, reason="Transformer Engine missing"
@@ -19,7 +20,7 @@ needs_te = pytest.mark.skipif(
 def _cfg(objective="dlm", impl="transformer_engine", fp8=None, **model) -> dict:
     base = dict(num_layers=2, hidden_size=128, num_attention_heads=4, seq_length=128)
     return DLMConfig(
-        model=ModelConfig(transformer_impl=impl, **{**base, **model}),
+        model=ModelConfig(transformer_impl=impl, **modern_model(**{**base, **model})),
         precision=PrecisionConfig(bf16=True, fp8_format=fp8),
         objective=ObjectiveConfig(objective=objective),
     ).to_dict()

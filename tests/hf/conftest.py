@@ -19,6 +19,7 @@ from tests.hf.stock_models import (
     stock_logits,
     write_stock_model,
 )
+from tests.modern import modern_model
 
 SEQ = 32
 
@@ -34,7 +35,7 @@ def model_config(parallel: ParallelConfig, objective: str, **model) -> dict:
         # load the saved row count.
         make_vocab_size_divisible_by=16,
     )
-    base.update(model)
+    base = modern_model(**{**base, **model})
     return DLMConfig(
         model=ModelConfig(**base),
         parallel=parallel,

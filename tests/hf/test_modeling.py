@@ -137,6 +137,9 @@ def test_shipped_code_needs_only_torch_and_transformers():
         assert {f"{m}.py" for m in relative if m} <= set(CODE_FILES), (name, relative)
 
 
+TINY_SIZE = dict(num_layers=2, hidden_size=128, num_attention_heads=4, seq_length=256)
+
+
 def test_config_mapping_and_refusals():
     from megatron_dlm.checkpoint import TokenizerRecord
     from megatron_dlm.config import DLMConfig, ModelConfig, ObjectiveConfig
@@ -145,7 +148,10 @@ def test_config_mapping_and_refusals():
     record = TokenizerRecord(vocab_size=10, mask_id=9, eod_id=1, pad_id=0)
     cfg = DLMConfig(
         model=ModelConfig(
-            num_query_groups=2, kv_channels=24, untie_embeddings_and_output_weights=True
+            **TINY_SIZE,
+            num_query_groups=2,
+            kv_channels=24,
+            untie_embeddings_and_output_weights=True,
         ),
         objective=ObjectiveConfig(objective="ar"),
     )
@@ -157,7 +163,9 @@ def test_config_mapping_and_refusals():
     )
     assert config.is_causal and config.architectures == ["MegatronDLMForCausalLM"]
     assert config.auto_map["AutoModelForCausalLM"] == "modeling_megatron_dlm.MegatronDLMForCausalLM"
-    moe_with_bias = DLMConfig(model=ModelConfig(num_experts=2, disable_bias_linear=False))
+    moe_with_bias = DLMConfig(
+        model=ModelConfig(**TINY_SIZE, num_experts=2, disable_bias_linear=False)
+    )
     with pytest.raises(ExportError, match="MoE models with linear biases"):
         hf_config_from_megatron(moe_with_bias, record)
     with pytest.raises(ValueError, match="contradicts"):

@@ -7,12 +7,15 @@ import pytest
 from megatron_dlm.config import DLMConfig, ModelConfig, ObjectiveConfig
 from megatron_dlm.testing import run_distributed
 from tests.models import layout_workers as workers
+from tests.modern import modern_model
 
 
 def _cfg(objective: str, **model) -> dict:
     return DLMConfig(
         model=ModelConfig(
-            num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=16, **model
+            **modern_model(
+                num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=16, **model
+            )
         ),
         objective=ObjectiveConfig(objective=objective),
     ).to_dict()

@@ -8,6 +8,7 @@ import torch
 from megatron_dlm.config import DLMConfig, ModelConfig, ObjectiveConfig, ParallelConfig
 from megatron_dlm.testing import run_distributed
 from tests.models import layout_workers as workers
+from tests.modern import modern_model
 
 SEQ = 16
 GLOBAL_BATCH = 4
@@ -23,7 +24,7 @@ def _cfg(parallel: ParallelConfig | None = None, objective: str = "dlm", **model
         use_cpu_initialization=True,
         make_vocab_size_divisible_by=16,
     )
-    base.update(model)
+    base = modern_model(**{**base, **model})
     return DLMConfig(
         model=ModelConfig(**base),
         parallel=parallel or ParallelConfig(),

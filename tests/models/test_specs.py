@@ -57,6 +57,7 @@ def test_building_a_te_model_without_te_fails_clearly():
             num_layers=1,
             hidden_size=32,
             num_attention_heads=2,
+            seq_length=16,
             transformer_impl="transformer_engine",
         )
     ).to_dict()

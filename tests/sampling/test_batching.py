@@ -6,6 +6,7 @@ import pytest
 
 from megatron_dlm.config import DLMConfig, ModelConfig, ObjectiveConfig, ParallelConfig
 from megatron_dlm.testing import run_distributed
+from tests.modern import modern_model
 from tests.sampling import workers
 
 PROMPTS = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15, 16, 17], [20], [30, 31, 32, 33, 34]]
@@ -13,10 +14,10 @@ PROMPTS = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15, 16, 17], [20], [30, 31, 32, 33
 
 def _cfg(objective: str, tp: int = 1) -> dict:
     return DLMConfig(
-        model=ModelConfig(
+        model=ModelConfig(**modern_model(
             num_layers=2, hidden_size=64, num_attention_heads=4, seq_length=64,
             use_cpu_initialization=True, make_vocab_size_divisible_by=64,
-        ),
+        )),
         objective=ObjectiveConfig(objective=objective),
         parallel=ParallelConfig(tensor_model_parallel_size=tp),
     ).to_dict()  # fmt: skip

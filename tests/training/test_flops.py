@@ -8,6 +8,7 @@ from megatron_dlm.config import DLMConfig, ModelConfig, ObjectiveConfig
 from megatron_dlm.models.vocab import Vocab
 from megatron_dlm.testing import run_distributed
 from megatron_dlm.training.flops import flops_per_sequence, parameter_counts
+from tests.modern import modern_model
 
 VOCAB = Vocab(size=300, mask_id=299, eod_id=0, pad_id=1)
 
@@ -28,7 +29,9 @@ CONFIGS = {
 
 def _cfg(objective="dlm", **model) -> DLMConfig:
     base = dict(num_layers=4, hidden_size=64, num_attention_heads=4, seq_length=32)
-    return DLMConfig(model=ModelConfig(**{**base, **model}), objective=ObjectiveConfig(objective))
+    return DLMConfig(
+        model=ModelConfig(**modern_model(**{**base, **model})), objective=ObjectiveConfig(objective)
+    )
 
 
 def count_built_parameters(cfg_dict: dict) -> int:

@@ -163,6 +163,20 @@ def test_nan_steps_are_skipped_and_counted(tiny_data, tmp_path):
     assert all(json.dumps(r["loss"]) != "NaN" for i, r in enumerate(train) if i != 2)
 
 
+def test_a_nan_step_stops_the_run_as_in_megatron_lm(tiny_data, tmp_path):
+    """--check-for-nan-in-loss-and-grad (the default, without --skip-nan-steps) stops at the
+    first NaN loss; the checkpoint before it stays the newest."""
+    argv = [a for a in _argv(tiny_data, tmp_path, "--train-iters", "6", "--save-interval", "2",
+                             "--micro-batch-size", "4", "--global-batch-size", "4")
+            if a != "--skip-nan-steps"]  # fmt: skip
+    with pytest.raises(
+        DistributedTestError,
+        match=r"iteration 3: nan/inf (loss|grad norm) \(--check-for-nan-in-loss-and-grad stops",
+    ):
+        run_distributed(pretrain_with_nan_losses, 1, args=(argv, str(tmp_path), [2]))
+    assert (tmp_path / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+
+
 def test_too_many_consecutive_nan_steps_stop_the_run(tiny_data, tmp_path):
     argv = _argv(
         tiny_data, tmp_path, "--train-iters", "10", "--max-skipped-iters", "3",

@@ -6,11 +6,14 @@ import json
 import os
 from pathlib import Path
 
+from tests.modern import modern_flags
+
 TINY_MODEL = [
     "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4",
     "--seq-length", "64", "--make-vocab-size-divisible-by", "128",
     "--use-cpu-initialization", "--log-interval", "1", "--eval-iters", "2",
-    "--lr", "2e-3", "--lr-warmup-iters", "2", "--min-lr", "2e-4",
+    "--lr", "2e-3", "--lr-warmup-iters", "2", "--min-lr", "2e-4", "--eval-interval", "1000",
+    *modern_flags(64),
 ]  # fmt: skip
 
 
