@@ -20,8 +20,9 @@ bound is reported in nats per token of that candidate's tokenizer and in bits pe
 bits/byte is over documents; the ratio's is paired (the per-document difference from today's
 candidate), so text that is hard for every model does not count as noise.
 
-Each finished candidate is kept in OUTPUT/results/NAME.json and not rerun; the table is
-printed from all of them. Runs one training process at a time.
+Each finished candidate is kept in OUTPUT/results/NAME.json and not rerun (an unfinished one is
+run again from the start); the table is printed from all of them. One training process runs at
+a time.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import argparse
 import json
 import math
 import shlex
+import shutil
 import statistics
 import sys
 import time
@@ -251,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         cand = CANDIDATES[name]
         tok, data = data_for(cand.vocab_size)
         ckpt = out / "runs" / name / "checkpoints"
+        shutil.rmtree(ckpt.parent, ignore_errors=True)  # an unfinished run starts afresh
         record = {"name": name, "note": cand.note, "vocab_size": cand.vocab_size}
         record.update(_train(cand, tok, data, ckpt, budget, shlex.split(args.extra), env))
         scratch = out / "runs" / name / "heldout.json"

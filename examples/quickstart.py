@@ -2,14 +2,16 @@
 
     make quickstart                                      # creates .venv, installs, runs this
     python examples/quickstart.py --output-dir runs/quickstart [--train-iters 300] \
-        [--vocab-size 8192]
+        [--vocab-size 8192] [--ar-iters 0]
 
 Each stage runs the tool a user would run (the command is printed first), on the running
 interpreter's standard library as the corpus:
 
   1. tokenizer  tools/train_tokenizer.py   sentencepiece BPE for code (8k by default), HF export
   2. data       tools/preprocess_data.py   train/valid split by file -> .bin/.idx
-  3. train      pretrain_dlm.py            a 4-layer masked diffusion LM (tiny_cpu.yaml)
+  3. train      pretrain_dlm.py            a 4-layer masked diffusion LM (tiny_cpu.yaml); with
+                                           --ar-iters M, M AR steps first and the DLM from
+                                           their weights (--load ... --finetune)
   4. sample     tools/generate.py          iterative denoising from the checkpoint
   5. export     tools/convert_to_hf.py     Hugging Face folder, logits verified
   6. evaluate   tools/evaluate.py          lm-eval: local multiple choice + HumanEval slice
@@ -151,9 +153,10 @@ def _summary(out: Path, samples: Path, times: dict[str, float]) -> None:
     train = [m for m in metrics if m["split"] == "train"]
     valid = [m for m in metrics if m["split"] == "valid"]
     print("\n[quickstart] summary")
+    shown = f"{valid[0]['loss']:.3f} -> {valid[-1]['loss']:.3f}" if valid else "not run"
     print(f"  loss        : {train[0]['loss']:.3f} (step {train[0]['iteration']}) -> "
-          f"{train[-1]['loss']:.3f} (step {train[-1]['iteration']}); validation "
-          f"{valid[0]['loss']:.3f} -> {valid[-1]['loss']:.3f}")  # fmt: skip
+          f"{train[-1]['loss']:.3f} (step {train[-1]['iteration']}); "
+          f"validation {shown}")  # fmt: skip
     for record in map(json.loads, samples.open()):
         text = record["text"].replace("\n", "\\n")[:70]
         passes, tokens = record["forward_passes"], record["num_tokens"]
