@@ -2,14 +2,16 @@
 
     make quickstart                                      # creates .venv, installs, runs this
     python examples/quickstart.py --output-dir runs/quickstart [--train-iters 300] \
-        [--vocab-size 8192]
+        [--vocab-size 8192] [--ar-iters 0]
 
 Each stage runs the tool a user would run (the command is printed first), on the running
 interpreter's standard library as the corpus:
 
   1. tokenizer  tools/train_tokenizer.py   sentencepiece BPE for code (8k by default), HF export
   2. data       tools/preprocess_data.py   train/valid split by file -> .bin/.idx
-  3. train      pretrain_dlm.py            a 4-layer masked diffusion LM (tiny_cpu.yaml)
+  3. train      pretrain_dlm.py            a 4-layer masked diffusion LM (tiny_cpu.yaml); with
+                                           --ar-iters M, M AR steps first and the DLM from
+                                           their weights (--load ... --finetune)
   4. sample     tools/generate.py          iterative denoising from the checkpoint
   5. export     tools/convert_to_hf.py     Hugging Face folder, logits verified
   6. evaluate   tools/evaluate.py          lm-eval: local multiple choice + HumanEval slice
@@ -50,12 +52,51 @@ def run(stage: str, args: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
+def pipeline_env() -> dict[str, str]:
+    """The environment every stage runs in (offline hubs, at most 4 threads unless set)."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO))
+    env.setdefault("OMP_NUM_THREADS", str(min(os.cpu_count() or 1, 4)))
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("HF_DATASETS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def prepare_data(
+    out: Path, vocab_size: int, env: dict[str, str]
+) -> tuple[Path, Path, float, float]:
+    """Stages 1-2: tokenizer on the stdlib train split, then both splits preprocessed.
+
+    Returns the tokenizer prefix (``.model`` and ``_hf/`` next to it), the data folder and the
+    two stages' wall times.
+    """
+    tok, data = out / "tok" / "stdlib", out / "data"
+    t_tok = run("tokenizer", [
+        "tools/train_tokenizer.py", "--stdlib", "--corpus-split", "train",
+        "--vocab-size", str(vocab_size),
+        "--output-prefix", str(tok), "--hf-output", f"{tok}_hf",
+    ], env)  # fmt: skip
+    t_data = 0.0
+    for split in ("train", "valid"):
+        t_data += run("data", [
+            "tools/preprocess_data.py", "--stdlib", "--corpus-split", split,
+            "--tokenizer-model", f"{tok}.model", "--output-prefix", str(data / f"stdlib_{split}"),
+        ], env)  # fmt: skip
+    return tok, data, t_tok, t_data
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/quickstart"))
-    parser.add_argument("--train-iters", type=int, default=300)
+    parser.add_argument("--train-iters", type=int, default=300, help="DLM training steps")
+    parser.add_argument(
+        "--ar-iters",
+        type=int,
+        default=0,
+        help="AR warm-start steps before the DLM (its weights start the DLM; 0: from scratch)",
+    )
     parser.add_argument("--vocab-size", type=int, default=8192, help="tokenizer vocabulary size")
     parser.add_argument("--eval-limit", type=int, default=20, help="items per lm-eval task")
     args = parser.parse_args(argv)
@@ -64,41 +105,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[quickstart] removing the previous run in {out}")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    env = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO))
-    env.setdefault("OMP_NUM_THREADS", str(min(os.cpu_count() or 1, 4)))
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("HF_DATASETS_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    tok, data, ckpt = out / "tok" / "stdlib", out / "data", out / "checkpoints"
+    env = pipeline_env()
     times = {}
-    times["tokenizer"] = run("tokenizer", [
-        "tools/train_tokenizer.py", "--stdlib", "--corpus-split", "train",
-        "--vocab-size", str(args.vocab_size),
-        "--output-prefix", str(tok), "--hf-output", f"{tok}_hf",
-    ], env)  # fmt: skip
-    times["data"] = sum(
-        run(
-            "data",
-            [
-                "tools/preprocess_data.py",
-                "--stdlib",
-                "--corpus-split",
-                split,
-                "--tokenizer-model",
-                f"{tok}.model",
-                "--output-prefix",
-                str(data / f"stdlib_{split}"),
-            ],
-            env,
-        )  # fmt: skip
-        for split in ("train", "valid")
-    )
-    times["train"] = run("train", [
+    tok, data, times["tokenizer"], times["data"] = prepare_data(out, args.vocab_size, env)
+    ckpt = out / "checkpoints"
+    common = [
         "pretrain_dlm.py", "--config", "examples/recipes/tiny_cpu.yaml",
         "--tokenizer-model", f"{tok}.model",
         "--train-data-path", str(data / "stdlib_train_text_document"),
-        "--valid-data-path", str(data / "stdlib_valid_text_document"),
-        "--train-iters", str(args.train_iters), "--save", str(ckpt), "--num-workers", "0",
+        "--valid-data-path", str(data / "stdlib_valid_text_document"), "--num-workers", "0",
+    ]  # fmt: skip
+    warm: list[str] = []
+    if args.ar_iters:
+        # A short AR run first: the DLM from scratch sits at the unigram loss for hundreds of
+        # steps, and starting from causal weights skips that plateau (bench/RESULTS.md).
+        times["train AR"] = run("train AR", [
+            *common, "--objective", "ar", "--train-iters", str(args.ar_iters),
+            "--save", str(out / "checkpoints_ar"),
+        ], env)  # fmt: skip
+        warm = ["--load", str(out / "checkpoints_ar"), "--finetune"]
+    times["train"] = run("train", [
+        *common, "--train-iters", str(args.train_iters), *warm, "--save", str(ckpt),
     ], env)  # fmt: skip
     samples = out / "samples.jsonl"
     prompt_args = [a for p in PROMPTS for a in ("--prompt", p)]
@@ -126,9 +153,10 @@ def _summary(out: Path, samples: Path, times: dict[str, float]) -> None:
     train = [m for m in metrics if m["split"] == "train"]
     valid = [m for m in metrics if m["split"] == "valid"]
     print("\n[quickstart] summary")
+    shown = f"{valid[0]['loss']:.3f} -> {valid[-1]['loss']:.3f}" if valid else "not run"
     print(f"  loss        : {train[0]['loss']:.3f} (step {train[0]['iteration']}) -> "
-          f"{train[-1]['loss']:.3f} (step {train[-1]['iteration']}); validation "
-          f"{valid[0]['loss']:.3f} -> {valid[-1]['loss']:.3f}")  # fmt: skip
+          f"{train[-1]['loss']:.3f} (step {train[-1]['iteration']}); "
+          f"validation {shown}")  # fmt: skip
     for record in map(json.loads, samples.open()):
         text = record["text"].replace("\n", "\\n")[:70]
         passes, tokens = record["forward_passes"], record["num_tokens"]
