@@ -6,6 +6,7 @@ import torch
 
 from megatron_dlm.config import DLMConfig, ModelConfig, ObjectiveConfig, ParallelConfig
 from megatron_dlm.models.vocab import Vocab
+from tests.modern import modern_model
 
 VOCAB = Vocab(size=120, mask_id=119, eod_id=1, pad_id=0)
 PROMPTS = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15, 16, 17], [20], [30, 31, 32, 33, 34]]
@@ -19,7 +20,7 @@ def model_config(objective: str, tp: int = 1, **model) -> dict:
         use_cpu_initialization=True, make_vocab_size_divisible_by=64, init_method_std=0.2,
     )  # fmt: skip
     return DLMConfig(
-        model=ModelConfig(**{**fields, **model}),
+        model=ModelConfig(**modern_model(**{**fields, **model})),
         objective=ObjectiveConfig(objective=objective),
         parallel=ParallelConfig(tensor_model_parallel_size=tp),
     ).to_dict()
