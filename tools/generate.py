@@ -82,8 +82,8 @@ def _sampling_options(args):
 
 def megatron_generator(args):
     """(generate(prompt_ids) -> GenerationOutput, tokenizer, is_main) for a Megatron checkpoint."""
-    from megatron_dlm.config import DataConfig, ParallelConfig
-    from megatron_dlm.data.tokenizer import build_tokenizer
+    from megatron_dlm.config import ParallelConfig
+    from megatron_dlm.data.tokenizer import load_recorded_tokenizer
     from megatron_dlm.models import load_trained
     from megatron_dlm.runtime.distributed import init_distributed
     from megatron_dlm.sampling import autoregressive_generate, diffusion_generate
@@ -97,17 +97,8 @@ def megatron_generator(args):
     ctx = init_distributed(parallel, seed=options.seed)
     trained = load_trained(args.load, parallel)
     cfg, vocab = trained.config, trained.vocab
-    tokenizer_model = args.tokenizer_model or trained.tokenizer.model
-    if not tokenizer_model:
-        raise SystemExit("the checkpoint records no tokenizer path: give --tokenizer-model")
-    tokenizer = build_tokenizer(
-        DataConfig(tokenizer_type=cfg.data.tokenizer_type, tokenizer_model=tokenizer_model)
-    )
-    if tokenizer.vocab_size != vocab.size or tokenizer.mask_id != vocab.mask_id:
-        raise SystemExit(
-            f"--tokenizer-model {tokenizer_model} (vocab {tokenizer.vocab_size}) does not match "
-            f"the checkpoint (vocab {vocab.size})"
-        )
+    # The recorded tokenizer with its appended tokens and special ids (a mismatch is refused).
+    tokenizer = load_recorded_tokenizer(trained.tokenizer, args.tokenizer_model)
     fn = megatron_logits_fn(trained.module, bidirectional=trained.bidirectional)
 
     def generate(prompt_ids):

@@ -30,8 +30,8 @@ class EvalBackend:
 
 def megatron_backend(path: str | Path, tokenizer_model: str | None = None) -> EvalBackend:
     """One process, TP=1: the checkpoint is resharded to this layout on load."""
-    from megatron_dlm.config import DataConfig, ParallelConfig
-    from megatron_dlm.data.tokenizer import build_tokenizer
+    from megatron_dlm.config import ParallelConfig
+    from megatron_dlm.data.tokenizer import load_recorded_tokenizer
     from megatron_dlm.models import load_trained
     from megatron_dlm.runtime.distributed import destroy_distributed, init_distributed
     from megatron_dlm.sampling.megatron_model import megatron_logits_fn
@@ -39,12 +39,7 @@ def megatron_backend(path: str | Path, tokenizer_model: str | None = None) -> Ev
     init_distributed(ParallelConfig())
     trained = load_trained(path)
     cfg, vocab = trained.config, trained.vocab
-    model_path = tokenizer_model or trained.tokenizer.model
-    if not model_path:
-        raise ValueError(f"{path}: no tokenizer recorded; pass tokenizer_model=...")
-    tokenizer = build_tokenizer(
-        DataConfig(tokenizer_type=cfg.data.tokenizer_type, tokenizer_model=model_path)
-    )
+    tokenizer = load_recorded_tokenizer(trained.tokenizer, tokenizer_model, "tokenizer_model=")
     return EvalBackend(
         logits_fn=megatron_logits_fn(trained.module, bidirectional=trained.bidirectional),
         tokenize=tokenizer.tokenize,
