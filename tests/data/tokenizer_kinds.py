@@ -123,3 +123,75 @@ def tokenizer_flags(kind: str, root: Path, texts: list[str]) -> list[str]:
     vocab, merges = write_gpt2(root / "gpt2", texts)
     return ["--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", str(vocab),
             "--merge-file", str(merges)]  # fmt: skip
+
+
+def split_flags(flags: list[str]):
+    """(--tokenizer-model, --tokenizer-type, TokenizerOptions) of tokenizer flags."""
+    from megatron_dlm.data.tokenizer import TokenizerOptions
+
+    values = dict(zip(flags[::2], flags[1::2]))
+    options = TokenizerOptions(
+        vocab_file=values.get("--vocab-file"),
+        merge_file=values.get("--merge-file"),
+        mask_token=values.get("--mask-token"),
+        eod_token=values.get("--eod-token"),
+        pad_token=values.get("--pad-token"),
+    )
+    return values.get("--tokenizer-model"), values["--tokenizer-type"], options
+
+
+# --- an independent GPT-2 BPE: OpenAI's algorithm (what Megatron-LM's gpt2_tokenization runs) --
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]  # fmt: skip
+    chars = list(printable)
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+class ReferenceGPT2:
+    """GPT-2's encoder as OpenAI published it: regex split, bytes as unicode, greedy merges by
+    rank. The oracle for the ids a Megatron-LM-preprocessed dataset holds."""
+
+    PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+    def __init__(self, vocab_file: Path, merge_file: Path):
+        import regex
+
+        self.encoder = json.loads(Path(vocab_file).read_text(encoding="utf-8"))
+        lines = Path(merge_file).read_text(encoding="utf-8").split("\n")[1:]
+        merges = [tuple(line.split()) for line in lines if line.strip()]
+        self.ranks = {pair: rank for rank, pair in enumerate(merges)}
+        self.byte_encoder = _bytes_to_unicode()
+        self.pattern = regex.compile(self.PATTERN)
+
+    def _bpe(self, token: str) -> tuple[str, ...]:
+        word = tuple(token)
+        while len(word) > 1:
+            best = min(zip(word, word[1:]), key=lambda p: self.ranks.get(p, float("inf")))
+            if best not in self.ranks:
+                break
+            merged, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    merged.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            word = tuple(merged)
+        return word
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for piece in self.pattern.findall(text):
+            token = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
+            ids.extend(self.encoder[t] for t in self._bpe(token))
+        return ids
