@@ -31,7 +31,6 @@ from megatron_dlm.data.metadata import (
 from megatron_dlm.data.preprocess import PreprocessOptions, preprocess_jsonl
 from megatron_dlm.data.tokenizer import (
     TokenizerError,
-    TokenizerOptions,
     load_recorded_tokenizer,
     load_tokenizer,
 )
