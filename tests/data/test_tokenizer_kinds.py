@@ -138,8 +138,11 @@ def test_special_tokens_by_text_or_id(setup):
     path, tokenizer_type, options = kinds.split_flags(setup.flags["neox"])
     size = TextEncoder(path, tokenizer_type, options).original_vocab_size
     # MegaDLMs' --mask-token 50277 on GPT-NeoX's 50277 tokens: the id after the vocabulary
-    tok = TextEncoder(path, tokenizer_type,
-                      dataclasses.replace(options, mask_token=str(size), pad_token="<|padding|>"))
+    tok = TextEncoder(
+        path,
+        tokenizer_type,
+        dataclasses.replace(options, mask_token=str(size), pad_token="<|padding|>"),
+    )
     assert (tok.mask_id, tok.pad, tok.eod, tok.added_tokens) == (size, 1, 0, ("<|mask|>",))
     tok = TextEncoder(path, tokenizer_type, dataclasses.replace(options, mask_token="[MASK]"))
     assert tok.pieces[tok.mask_id] == "[MASK]" and tok.added_tokens == ("[MASK]", "<|pad|>")
@@ -203,9 +206,19 @@ def test_megatron_lm_dataset_has_our_gpt2_ids_and_is_checked_without_a_sidecar(
 
 def test_megatron_lm_dataset_trains_unchanged(setup, megatron_lm_data, tmp_path):
     root, _ = megatron_lm_data
-    proc = run("pretrain_dlm.py", *TINY, *setup.flags["gpt2"], "--train-iters", "2",
-               "--train-data-path", root / "train_text_document",
-               "--valid-data-path", root / "valid_text_document", "--save", tmp_path / "ckpt")
+    proc = run(
+        "pretrain_dlm.py",
+        *TINY,
+        *setup.flags["gpt2"],
+        "--train-iters",
+        "2",
+        "--train-data-path",
+        root / "train_text_document",
+        "--valid-data-path",
+        root / "valid_text_document",
+        "--save",
+        tmp_path / "ckpt",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]  # fmt: skip
     assert "cannot be verified" in proc.stderr
     info = json.loads((tmp_path / "ckpt" / "config.json").read_text())
@@ -237,9 +250,19 @@ def test_bad_tokenizer_flags_are_one_clear_error(setup, megatron_lm_data, tmp_pa
     if value is not None:
         flags += [flag, value]
     root, _ = megatron_lm_data
-    proc = run("pretrain_dlm.py", *TINY, *flags, "--train-iters", "1",
-               "--train-data-path", root / "train_text_document",
-               "--valid-data-path", root / "valid_text_document", "--save", tmp_path / "ckpt")
+    proc = run(
+        "pretrain_dlm.py",
+        *TINY,
+        *flags,
+        "--train-iters",
+        "1",
+        "--train-data-path",
+        root / "train_text_document",
+        "--valid-data-path",
+        root / "valid_text_document",
+        "--save",
+        tmp_path / "ckpt",
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]  # fmt: skip
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
