@@ -416,7 +416,8 @@ def assign_special_ids(
         pad = resolve(PAD_TOKEN, pad_value, pad_given, may_add=True)
     if missing:
         raise TokenizerError(
-            f"tokenizer {str(source)!r} lacks the special token(s) {', '.join(missing)}. "
+            f"tokenizer {str(source)!r} lacks the special token(s) "
+            f"{', '.join(t for t in SPECIAL_TOKENS if t in missing)}. "
             f"A DLM needs {', '.join(SPECIAL_TOKENS)} in the vocabulary (or tokens named with "
             f"--mask-token, --eod-token, --pad-token). Train a tokenizer with "
             f"tools/train_tokenizer.py (it reserves them), or add them to yours: sentencepiece "

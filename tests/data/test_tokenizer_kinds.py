@@ -271,6 +271,7 @@ def test_bad_tokenizer_flags_are_one_clear_error(setup, megatron_lm_data, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # five command lines, each importing torch and megatron-core
 @pytest.mark.parametrize("kind", kinds.KINDS)
 def test_preprocess_train_sample_export_evaluate(setup, kind, tmp_path):
     """The whole path through the command lines, as a Megatron-LM user runs it."""
