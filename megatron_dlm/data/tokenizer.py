@@ -133,11 +133,17 @@ class TokenizerOptions:
             mask_token=str(record.mask_id),
             eod_token=str(record.eod_id),
             pad_token=str(record.pad_id),
-            vocab_size=getattr(record, "original_vocab_size", None)
-            if record.type == "NullTokenizer"
-            else None,
+            vocab_size=_null_vocab_size(record),
             added_tokens=tuple(getattr(record, "added_tokens", None) or ()),
         )
+
+
+def _null_vocab_size(record: Any) -> int | None:
+    """NullTokenizer's --vocab-size of a record: its own ids less the end of document."""
+    original = getattr(record, "original_vocab_size", None)
+    if record.type != "NullTokenizer" or original is None:
+        return None
+    return int(original) - 1
 
 
 def _option_text(value: Any) -> str | None:

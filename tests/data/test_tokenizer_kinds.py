@@ -31,6 +31,7 @@ from megatron_dlm.data.metadata import (
 from megatron_dlm.data.preprocess import PreprocessOptions, preprocess_jsonl
 from megatron_dlm.data.tokenizer import (
     TokenizerError,
+    TokenizerOptions,
     load_recorded_tokenizer,
     load_tokenizer,
 )
@@ -309,3 +310,22 @@ def test_preprocess_train_sample_export_evaluate(setup, kind, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = list((tmp_path / "eval").rglob("results*.json"))
     assert results and "python_nextline_mc" in json.loads(results[0].read_text())["results"]
+
+
+def test_null_tokenizer_reads_ids_and_appends_the_dlm_tokens():
+    from megatron_dlm.checkpoint import TokenizerRecord
+
+    options = TokenizerOptions(vocab_size=50)
+    for cls in (TextEncoder, load_tokenizer):
+        tok = cls(None, "NullTokenizer", options)
+        assert (tok.eod, tok.mask_id, tok.pad, tok.vocab_size) == (50, 51, 52, 53)
+        encode = tok.encode if cls is TextEncoder else tok.tokenize
+        assert encode("3 1\n4  1 50") == [3, 1, 4, 1, 50]
+        with pytest.raises(TokenizerError, match="whitespace-separated token ids"):
+            encode("3 one")
+        with pytest.raises(TokenizerError, match=r"ids \[51\] are outside 0..50"):
+            encode("51")
+    record = TokenizerRecord.from_tokenizer(tok)
+    assert record.original_vocab_size == 51 and record.model is None
+    again = load_recorded_tokenizer(record)
+    assert again.pieces == tok.pieces and again.special_ids == tok.special_ids
