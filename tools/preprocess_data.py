@@ -1,19 +1,23 @@
 """Tokenize a corpus into megatron-core indexed datasets for training.
 
 Megatron-LM's tools/preprocess_data.py flags (--input, --json-keys, --output-prefix,
---tokenizer-type, --tokenizer-model, --workers, --append-eod, --log-interval), plus source
-trees (one file is one document). Writes, per JSON key (``text`` for source trees):
+--tokenizer-type, --tokenizer-model, --vocab-file, --merge-file, --vocab-size, --workers,
+--append-eod, --log-interval), plus source trees (one file is one document) and the DLM's
+special tokens (--mask-token, --eod-token, --pad-token: text or id; a mask or padding token
+the tokenizer lacks is appended, and recorded in the .meta.json so that training checks it).
+Writes, per JSON key (``text`` for source trees):
 
     {output-prefix}_{key}_document.bin        token ids (megatron-core IndexedDatasetBuilder)
     {output-prefix}_{key}_document.idx        index
     {output-prefix}_{key}_document.meta.json  tokenizer fingerprint, documents, tokens
 
-Pass ``{output-prefix}_{key}_document`` to training's --data-path. Every document ends with
-<|eod|> (--no-append-eod to leave it out). Empty, binary (NUL byte), non-UTF-8 and unreadable
-files are skipped and counted. Outputs appear only when complete: a failure, a full disk or
-Ctrl-C leaves no partial file and an existing dataset untouched; partial files that a killed
-run (SIGKILL) left for the same prefix are removed by the next run, which says so (never those
-of a run still writing). The output is the same for any --workers.
+Pass ``{output-prefix}_{key}_document`` to training's --data-path, with the same tokenizer
+flags. Every document ends with the end-of-document token (<|eod|>, or the tokenizer's
+eos_token / <|endoftext|>; --no-append-eod to leave it out). Empty, binary (NUL byte),
+non-UTF-8 and unreadable files are skipped and counted. Outputs appear only when complete: a
+failure, a full disk or Ctrl-C leaves no partial file and an existing dataset untouched;
+partial files that a killed run (SIGKILL) left for the same prefix are removed by the next run,
+which says so (never those of a run still writing). The output is the same for any --workers.
 
 Examples:
 
@@ -32,6 +36,14 @@ Examples:
     python tools/preprocess_data.py --input 'shards/*.jsonl.gz' --json-keys text \\
         --tokenizer-type HuggingFaceTokenizer --tokenizer-model tok/tokenizer.json \\
         --output-prefix data/shards --workers 16
+
+    # a local Hugging Face tokenizer folder (GPT-NeoX, Qwen, StarCoder, ...), MegaDLMs' mask
+    python tools/preprocess_data.py --input docs.jsonl --tokenizer-type HuggingFaceTokenizer \
+        --tokenizer-model ~/tokenizers/gpt-neox-20b --mask-token 50277 --output-prefix data/neox
+
+    # GPT-2 BPE files, as Megatron-LM takes them
+    python tools/preprocess_data.py --input docs.jsonl --tokenizer-type GPT2BPETokenizer \
+        --vocab-file gpt2-vocab.json --merge-file gpt2-merges.txt --output-prefix data/gpt2
 
 Exit status: 0 on success, 1 for bad input or tokenizer, or an output that cannot be written
 (read-only, below a file, disk full; message on stderr), 2 for bad flags, 130 when interrupted.
@@ -53,7 +65,7 @@ from megatron_dlm.data.preprocess import (
     preprocess_files,
     preprocess_jsonl,
 )
-from megatron_dlm.data.tokenizer import TOKENIZER_LIBRARIES, TokenizerError
+from megatron_dlm.data.tokenizer import TOKENIZER_LIBRARIES, TokenizerError, TokenizerOptions
 
 
 def get_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,15 +80,33 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tokenizer-type",
         choices=list(TOKENIZER_LIBRARIES),
         default="SentencePieceTokenizer",
-        help="SentencePieceTokenizer (a .model file, default) or HuggingFaceTokenizer "
-        "(tokenizer.json or its folder)",
+        help="SentencePieceTokenizer (a .model file, default), HuggingFaceTokenizer (a local "
+        "tokenizer folder or its tokenizer.json), GPT2BPETokenizer (--vocab-file, --merge-file) "
+        "or NullTokenizer (--vocab-size; documents are whitespace-separated token ids)",
     )
     group.add_argument(
         "--tokenizer-model",
-        required=True,
         metavar="PATH",
-        help="tokenizer file (tools/train_tokenizer.py writes one)",
+        help="tokenizer file or folder (tools/train_tokenizer.py writes one); not for "
+        "GPT2BPETokenizer and NullTokenizer",
     )
+    group.add_argument("--vocab-file", metavar="PATH", help="GPT-2's vocab.json")
+    group.add_argument("--merge-file", metavar="PATH", help="GPT-2's merges.txt")
+    group.add_argument(
+        "--vocab-size", type=int, help="NullTokenizer: ids 0..N-1 (end of document N)"
+    )
+    for role, default in (
+        ("mask", "the tokenizer's mask_token, else <|mask|>, appended if missing"),
+        ("eod", "the tokenizer's eos_token, else <|eod|> or <|endoftext|>"),
+        ("pad", "the tokenizer's pad_token if it is not the eod, else <|pad|>, appended if "
+                "missing"),
+    ):  # fmt: skip
+        group.add_argument(
+            f"--{role}-token",
+            metavar="TOKEN_OR_ID",
+            help=f"the {role} token, as text or id (default: {default}); pass the same to "
+            "pretrain_dlm.py",
+        )
     group = parser.add_argument_group("output")
     group.add_argument(
         "--output-prefix",
@@ -115,6 +145,18 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     if args.log_interval < 1:
         parser.error(f"--log-interval must be >= 1, got {args.log_interval}")
+    needs_model = args.tokenizer_type in ("SentencePieceTokenizer", "HuggingFaceTokenizer")
+    if needs_model and not args.tokenizer_model:
+        parser.error(f"--tokenizer-type {args.tokenizer_type} needs --tokenizer-model PATH")
+    if args.tokenizer_type == "GPT2BPETokenizer":
+        missing = [f for f, v in (("--vocab-file", args.vocab_file),
+                                  ("--merge-file", args.merge_file)) if not v]  # fmt: skip
+        if missing:
+            parser.error(f"--tokenizer-type GPT2BPETokenizer needs {' and '.join(missing)}")
+    if args.tokenizer_type == "NullTokenizer" and not args.vocab_size:
+        parser.error("--tokenizer-type NullTokenizer needs --vocab-size N")
+    if args.vocab_size is not None and args.vocab_size < 1:
+        parser.error(f"--vocab-size must be >= 1, got {args.vocab_size}")
     return args
 
 
@@ -132,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         output_prefix=args.output_prefix,
         tokenizer_model=args.tokenizer_model,
         tokenizer_type=args.tokenizer_type,
+        tokenizer_options=TokenizerOptions(
+            vocab_file=args.vocab_file,
+            merge_file=args.merge_file,
+            mask_token=args.mask_token,
+            eod_token=args.eod_token,
+            pad_token=args.pad_token,
+            vocab_size=args.vocab_size,
+        ),
         workers=args.workers,
         append_eod=args.append_eod,
         log_interval=args.log_interval,

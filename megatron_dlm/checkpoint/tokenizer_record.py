@@ -40,6 +40,10 @@ class FingerprintedTokenizer(Protocol):
     pad: int
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class TokenizerRecord:
     """A vocabulary and its special ids, as recorded next to token ids."""
@@ -60,6 +64,15 @@ class TokenizerRecord:
     """Fingerprint of the vocabulary: the pieces in id order."""
     model_sha256: str | None = None
     """sha256 of the model file (provenance only)."""
+    merge_file: str | None = None
+    """GPT-2's ``merges.txt`` (``GPT2BPETokenizer``, whose ``model`` is the ``vocab.json``)."""
+    original_vocab_size: int | None = None
+    """Ids of the tokenizer's own vocabulary; ``added_tokens`` follow it."""
+    added_tokens: tuple[str, ...] | None = None
+    """Special tokens appended to the tokenizer's vocabulary (a mask or padding token it
+    lacked), in id order from ``original_vocab_size``: later tools append them again."""
+    special_tokens: dict[str, str] | None = None
+    """The token of each role: ``{"mask_token": ..., "eos_token": ..., "pad_token": ...}``."""
 
     @classmethod
     def from_tokenizer(cls, tokenizer: FingerprintedTokenizer, model: str = "") -> TokenizerRecord:
@@ -69,13 +82,20 @@ class TokenizerRecord:
             eod_id=int(tokenizer.eod),
             pad_id=int(tokenizer.pad),
             type=tokenizer.tokenizer_type,
-            model=model or str(getattr(tokenizer, "model_path", "")) or None,
+            model=model or _text(getattr(tokenizer, "model_path", None)),
             vocab_sha256=tokenizer.vocab_sha256,
             model_sha256=tokenizer.model_sha256,
+            merge_file=_text(getattr(tokenizer, "merge_file", None)),
+            original_vocab_size=getattr(tokenizer, "original_vocab_size", None),
+            added_tokens=tuple(getattr(tokenizer, "added_tokens", ()) or ()),
+            special_tokens=getattr(tokenizer, "special_tokens", None),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if values["added_tokens"] is not None:
+            values["added_tokens"] = list(values["added_tokens"])
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "tokenizer record") -> TokenizerRecord:
@@ -94,6 +114,8 @@ class TokenizerRecord:
         bad = [k for k in required if not isinstance(kwargs.get(k), int)]
         if bad:
             raise CheckpointError(f"{source} lacks {', '.join(bad)}")
+        if kwargs.get("added_tokens") is not None:
+            kwargs["added_tokens"] = tuple(kwargs["added_tokens"])
         return cls(**kwargs)
 
     def differences(self, other: TokenizerRecord) -> list[tuple[str, Any, Any]]:

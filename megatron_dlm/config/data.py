@@ -12,12 +12,34 @@ from megatron_dlm.config.base import require
 class DataConfig:
     """Tokenizer and training/validation data (Megatron-LM flag names where Megatron has one)."""
 
-    tokenizer_type: Literal["SentencePieceTokenizer", "HuggingFaceTokenizer"] = (
-        "SentencePieceTokenizer"
-    )
-    """Tokenizer library: a sentencepiece ``.model`` or a Hugging Face ``tokenizer.json``."""
+    tokenizer_type: Literal[
+        "SentencePieceTokenizer", "HuggingFaceTokenizer", "GPT2BPETokenizer", "NullTokenizer"
+    ] = "SentencePieceTokenizer"
+    """Tokenizer: a sentencepiece ``.model`` (SentencePieceTokenizer), a local Hugging Face
+    tokenizer folder or ``tokenizer.json`` (HuggingFaceTokenizer), GPT-2 BPE files
+    (GPT2BPETokenizer: --vocab-file, --merge-file), or token ids as text (NullTokenizer:
+    --vocab-size)."""
     tokenizer_model: str | None = None
-    """Path of the tokenizer model file (sentencepiece ``.model`` or ``tokenizer.json``)."""
+    """Path of the tokenizer: a sentencepiece ``.model``, or a Hugging Face tokenizer folder
+    (``tokenizer.json`` + ``tokenizer_config.json``) or its ``tokenizer.json``."""
+    vocab_file: str | None = None
+    """GPT-2's ``vocab.json`` (--tokenizer-type GPT2BPETokenizer)."""
+    merge_file: str | None = None
+    """GPT-2's ``merges.txt`` (--tokenizer-type GPT2BPETokenizer)."""
+    vocab_size: int | None = None
+    """NullTokenizer: token ids 0..N-1 (end of document N). With another tokenizer, the most ids
+    it may have, appended special tokens included: the model is sized from the tokenizer, padded
+    to --make-vocab-size-divisible-by, as in Megatron-LM."""
+    mask_token: str | None = None
+    """The mask token, as its text or its id (``--mask-token 50277``); default: the tokenizer's
+    ``mask_token``, else ``<|mask|>``. A token (or the id equal to the vocabulary size) the
+    vocabulary lacks is appended, and the embedding grows by its row."""
+    eod_token: str | None = None
+    """The end-of-document token (text or id) that ends every document; default: the
+    tokenizer's ``eos_token``, else ``<|eod|>`` or ``<|endoftext|>``. Never appended."""
+    pad_token: str | None = None
+    """The padding token (text or id); default: the tokenizer's ``pad_token`` when it differs
+    from the end of document, else ``<|pad|>`` (appended when missing)."""
     data_path: list[str] | None = None
     """Dataset prefixes (``{prefix}.bin/.idx``), optionally weighted: ``0.7 a 0.3 b`` (weights set
     each prefix's share of the samples and of --unique-tokens); split into train/valid/test by
@@ -67,6 +89,26 @@ class DataConfig:
         # Megatron-LM reads the numbers out of the string: quotes a launch script passes
         # literally ("--split '99,1,0'") and spaces do not matter.
         self.split = self.split.strip().strip("'\"").replace(" ", "")
+        require(
+            self.vocab_size is None or self.vocab_size >= 1,
+            f"--vocab-size must be >= 1, got {self.vocab_size}",
+        )
+        if self.tokenizer_type == "GPT2BPETokenizer":
+            missing = [f for f, v in (("--vocab-file", self.vocab_file),
+                                      ("--merge-file", self.merge_file)) if not v]  # fmt: skip
+            require(
+                not missing,
+                f"--tokenizer-type GPT2BPETokenizer needs {' and '.join(missing)} (GPT-2's "
+                f"vocab.json and merges.txt)",
+            )
+        require(
+            self.tokenizer_type != "NullTokenizer" or self.vocab_size is not None,
+            "--tokenizer-type NullTokenizer needs --vocab-size N",
+        )
+        for flag_name, value in (("--mask-token", self.mask_token),
+                                 ("--eod-token", self.eod_token),
+                                 ("--pad-token", self.pad_token)):  # fmt: skip
+            require(value is None or str(value).strip() != "", f"{flag_name} must not be empty")
         parts = self.split.replace("/", ",").split(",")
         try:
             weights = [float(p) for p in parts]

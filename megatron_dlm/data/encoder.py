@@ -21,13 +21,20 @@ from megatron_dlm.data.tokenizer import (
     SpecialTokenIds,
     TokenizerError,
     TokenizerFiles,
+    TokenizerOptions,
+    assign_special_ids,
+    check_vocab_size_option,
     encode_keeping_marker,
-    file_sha256,
+    gpt2_bpe_tokenizer,
     hf_special_tokens,
     hf_split_special_tokens,
     marker_byte_ids,
-    resolve_special_ids,
+    model_sha256,
+    null_encode,
+    null_pieces,
     resolve_tokenizer_files,
+    tokenizer_source,
+    tokenizers_pieces,
     vocab_sha256,
     warn_if_spaces_as_marker,
 )
@@ -37,22 +44,49 @@ class TextEncoder:
     """Encode and decode with the tokenizer library itself.
 
     Args:
-        path: sentencepiece ``.model``, or a Hugging Face ``tokenizer.json`` or its folder.
-        tokenizer_type: ``SentencePieceTokenizer`` (default) or ``HuggingFaceTokenizer``.
+        path: sentencepiece ``.model``, or a Hugging Face ``tokenizer.json`` or its folder
+            (None for GPT2BPETokenizer and NullTokenizer).
+        tokenizer_type: a key of :data:`~megatron_dlm.data.tokenizer.TOKENIZER_LIBRARIES`.
+        options: as for :class:`~megatron_dlm.data.tokenizer.DLMTokenizer`; tokens are
+            appended in the same order, so the ids are the same.
 
     Raises:
         TokenizerError: the file is missing or unreadable, or lacks the special tokens.
     """
 
-    def __init__(self, path: str | os.PathLike, tokenizer_type: str = "SentencePieceTokenizer"):
-        self.files: TokenizerFiles = resolve_tokenizer_files(path, tokenizer_type)
+    def __init__(
+        self,
+        path: str | os.PathLike | None,
+        tokenizer_type: str = "SentencePieceTokenizer",
+        options: TokenizerOptions | None = None,
+    ):
+        self.options = options = options or TokenizerOptions()
+        self.files: TokenizerFiles = resolve_tokenizer_files(path, tokenizer_type, options)
+        self._tok = None
         if self.files.library == "sentencepiece":
             self._init_sentencepiece()
+        elif self.files.library == "null":
+            self._null = null_pieces(int(options.vocab_size))
+            self.vocab_size = len(self._null)
+            size = self.vocab_size
+            self.encode = lambda text: null_encode(text, size)
         else:
             self._init_tokenizers()
-        self.special_ids: SpecialTokenIds = resolve_special_ids(
-            self.token_to_id, self.vocab_size, self.files.model_file, hf_special_tokens(self.files)
+        self.original_vocab_size = self.vocab_size
+        for token in options.added_tokens:
+            if self.token_to_id(token) is None:
+                self.add_special_token(token)
+        self.special_ids: SpecialTokenIds
+        self.special_ids, _ = assign_special_ids(
+            self,
+            tokenizer_source(self.files),
+            mask_token=options.mask_token,
+            eod_token=options.eod_token,
+            pad_token=options.pad_token,
+            named=hf_special_tokens(self.files),
+            can_add=self.files.library != "sentencepiece",
         )
+        check_vocab_size_option(self.vocab_size, options, self.files)
 
     def _init_sentencepiece(self) -> None:
         import sentencepiece
@@ -77,6 +111,10 @@ class TextEncoder:
         self.encode = encode
 
     def _init_tokenizers(self) -> None:
+        if self.files.library == "gpt2-bpe":
+            self._tok = gpt2_bpe_tokenizer(self.files)
+            self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+            return
         from tokenizers import Tokenizer
 
         try:
@@ -92,6 +130,28 @@ class TextEncoder:
         self._tok = tok
         self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
 
+    def add_special_token(self, token: str) -> int:
+        """Append ``token`` as a special token (as ``DLMTokenizer`` does); return its id."""
+        if self._tok is None:
+            if self.files.library == "null":
+                self._null.append(token)
+                self.vocab_size = len(self._null)
+                return self.vocab_size - 1
+            raise TokenizerError(
+                f"{self.files.model_file}: cannot add {token!r} to a sentencepiece model; "
+                f"train it with the token (tools/train_tokenizer.py reserves <|mask|>, "
+                f"<|eod|>, <|pad|>)"
+            )
+        from tokenizers import AddedToken
+
+        expected = self.vocab_size
+        self._tok.add_special_tokens([AddedToken(token, special=True, normalized=False)])
+        got = self._tok.token_to_id(token)
+        if got != expected:
+            raise TokenizerError(f"appending {token!r} gave id {got}, expected {expected}")
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        return got
+
     def encode(self, text: str) -> list[int]:  # replaced per instance for sentencepiece
         """Token ids of ``text`` (no special tokens added)."""
         return self._tok.encode(text, add_special_tokens=False).ids
@@ -100,6 +160,8 @@ class TextEncoder:
         """Text of ``ids``; special tokens decode to nothing."""
         if self.files.library == "sentencepiece":
             return self._sp.decode_ids(list(ids))
+        if self.files.library == "null":
+            return " ".join(str(i) for i in ids if i < self.original_vocab_size - 1)
         return self._tok.decode(list(ids), skip_special_tokens=True)
 
     def token_to_id(self, token: str) -> int | None:
@@ -107,6 +169,8 @@ class TextEncoder:
         if self.files.library == "sentencepiece":
             i = self._sp.piece_to_id(token)
             return i if self._sp.id_to_piece(i) == token else None
+        if self.files.library == "null":
+            return self._null.index(token) if token in self._null else None
         return self._tok.token_to_id(token)
 
     @property
@@ -114,11 +178,35 @@ class TextEncoder:
         """The vocabulary: piece of each id (None for an id no piece has)."""
         if self.files.library == "sentencepiece":
             return [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
-        by_id: list[str | None] = [None] * self.vocab_size
-        for piece, i in self._tok.get_vocab(with_added_tokens=True).items():
-            if 0 <= i < self.vocab_size:
-                by_id[i] = piece
-        return by_id
+        if self.files.library == "null":
+            return list(self._null)
+        return tokenizers_pieces(self._tok)
+
+    @property
+    def added_tokens(self) -> tuple[str, ...]:
+        """Tokens appended to the tokenizer's own vocabulary (ids ``original_vocab_size``...)."""
+        return tuple(self.pieces[self.original_vocab_size :])  # type: ignore[arg-type]
+
+    @property
+    def special_tokens(self) -> dict[str, str | None]:
+        """The token of each role (``mask_token``, ``eos_token``, ``pad_token``)."""
+        pieces = self.pieces
+        return {
+            "mask_token": pieces[self.mask_id],
+            "eos_token": pieces[self.eod],
+            "pad_token": pieces[self.pad],
+        }
+
+    @property
+    def merge_file(self) -> Path | None:
+        return self.files.merge_file
+
+    def save_tokenizers_json(self, path: str | os.PathLike) -> None:
+        """Write the ``tokenizers`` JSON, appended tokens included (not for sentencepiece or
+        NullTokenizer)."""
+        if self._tok is None:
+            raise TokenizerError(f"{self.files.tokenizer_type} has no tokenizers JSON to write")
+        self._tok.save(os.fspath(path))
 
     @property
     def tokenizer_type(self) -> str:
@@ -142,7 +230,7 @@ class TextEncoder:
 
     @cached_property
     def model_sha256(self) -> str:
-        return file_sha256(self.files.model_file)
+        return model_sha256(self.files, self.options)
 
     @cached_property
     def vocab_sha256(self) -> str:

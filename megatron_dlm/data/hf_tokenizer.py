@@ -198,3 +198,86 @@ def compare_with_sentencepiece(
         elif hf.decode(got, skip_special_tokens=True) != text:
             problems.append(f"text {k}: decoding does not give the text back")
     return problems
+
+
+def write_tokenizer_config(
+    source_config: Path | None,
+    output: Path,
+    roles: dict[str, str],
+    added: dict[int, str],
+    extra: dict | None = None,
+) -> None:
+    """Write ``output/tokenizer_config.json``: ``source_config``'s (or a
+    ``PreTrainedTokenizerFast`` one) with the roles named and the appended tokens listed.
+
+    Args:
+        source_config: the tokenizer's own ``tokenizer_config.json``, if any.
+        output: the folder.
+        roles: ``{"mask_token": ..., "eos_token": ..., "pad_token": ...}``.
+        added: id -> token appended to the vocabulary.
+        extra: keys to set (GPT-2 BPE: ``split_special_tokens``).
+    """
+    if source_config is not None and source_config.is_file():
+        config = json.loads(source_config.read_text(encoding="utf-8"))
+    else:
+        config = {"tokenizer_class": "PreTrainedTokenizerFast",
+                  "clean_up_tokenization_spaces": False}  # fmt: skip
+    config.update(roles)
+    config.update(extra or {})
+    if added and "added_tokens_decoder" in config:
+        for token_id, token in added.items():
+            config["added_tokens_decoder"][str(token_id)] = {
+                "content": token, "lstrip": False, "normalized": False, "rstrip": False,
+                "single_word": False, "special": True,
+            }  # fmt: skip
+    text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+    (output / HF_CONFIG_FILE).write_text(text, encoding="utf-8")
+    special_map = (
+        None if source_config is None else source_config.parent / "special_tokens_map.json"
+    )
+    if special_map is not None and special_map.is_file():  # older folders name the roles here
+        values = json.loads(special_map.read_text(encoding="utf-8"))
+        values.update(roles)
+        text = json.dumps(values, indent=2, ensure_ascii=False) + "\n"
+        (output / special_map.name).write_text(text, encoding="utf-8")
+
+
+def write_recorded_tokenizer(
+    record, output: str | os.PathLike, tokenizer_model: str | os.PathLike | None = None
+) -> Path:
+    """Write the Hugging Face tokenizer a tokenizer record describes into a new folder
+    ``output``: ``tokenizer.json`` with the tokens the run appended, and a
+    ``tokenizer_config.json`` naming the roles, so that ``AutoTokenizer`` gives the run's ids.
+
+    For ``HuggingFaceTokenizer`` and ``GPT2BPETokenizer`` records (GPT-2's files become a
+    ``tokenizer.json`` that, like Megatron-LM, encodes special-token text as text).
+
+    Args:
+        record: a :class:`~megatron_dlm.checkpoint.TokenizerRecord`.
+        output: the folder to create.
+        tokenizer_model: the tokenizer's folder or file instead of the recorded one.
+
+    Raises:
+        TokenizerError: the files are missing or give other ids than the record's.
+    """
+    from megatron_dlm.checkpoint.tokenizer_record import TokenizerRecord
+    from megatron_dlm.data.encoder import TextEncoder
+    from megatron_dlm.data.tokenizer import TokenizerError, TokenizerOptions
+
+    path = tokenizer_model or (None if record.type == "GPT2BPETokenizer" else record.model)
+    encoder = TextEncoder(path, record.type, TokenizerOptions.from_record(record))
+    differences = TokenizerRecord.from_tokenizer(encoder).differences(record)
+    if differences:
+        raise TokenizerError(
+            f"tokenizer {path or record.model}: does not match the checkpoint's: "
+            + "; ".join(f"{n}: checkpoint {t!r}, now {m!r}" for n, m, t in differences)
+        )
+    output = Path(output)
+    output.mkdir(parents=True)
+    encoder.save_tokenizers_json(output / HF_TOKENIZER_FILE)
+    gpt2 = record.type == "GPT2BPETokenizer"
+    source_config = None if gpt2 else encoder.files.load_path / HF_CONFIG_FILE
+    added = {encoder.original_vocab_size + k: t for k, t in enumerate(encoder.added_tokens)}
+    extra = {"split_special_tokens": True, "add_prefix_space": False} if gpt2 else None
+    write_tokenizer_config(source_config, output, encoder.special_tokens, added, extra)
+    return output

@@ -140,8 +140,12 @@ def check_tokenizer_matches(
     """
     if not require_metadata and not os.path.isfile(metadata_path(prefix)):
         logger.warning(
-            "%s has no metadata: cannot check that the tokenizer matches it",
+            "%s has no metadata (a dataset from Megatron-LM's tools/preprocess_data.py, say): "
+            "the tokenizer it was written with cannot be verified; trusting the tokenizer "
+            "flags (--tokenizer-type %s, %s), checking only that its ids are in the vocabulary",
             metadata_path(prefix),
+            getattr(tokenizer, "tokenizer_type", "?"),
+            getattr(tokenizer, "model_path", None) or "no model file",
         )
         return None
     metadata = read_dataset_metadata(prefix)

@@ -58,6 +58,7 @@ from megatron_dlm.data.metadata import (
     write_dataset_metadata,
 )
 from megatron_dlm.data.paths import check_output_dir
+from megatron_dlm.data.tokenizer import TokenizerOptions
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,12 @@ class PreprocessOptions:
 
     Attributes:
         output_prefix: outputs are ``{output_prefix}_{key}_document.{bin,idx,meta.json}``.
-        tokenizer_model: sentencepiece ``.model`` or Hugging Face ``tokenizer.json``.
-        tokenizer_type: ``SentencePieceTokenizer`` or ``HuggingFaceTokenizer``.
+        tokenizer_model: sentencepiece ``.model``, or a Hugging Face tokenizer folder or its
+            ``tokenizer.json`` (None for GPT2BPETokenizer and NullTokenizer).
+        tokenizer_type: ``SentencePieceTokenizer``, ``HuggingFaceTokenizer``,
+            ``GPT2BPETokenizer`` or ``NullTokenizer``.
+        tokenizer_options: GPT-2's files, the special tokens, --vocab-size
+            (:class:`~megatron_dlm.data.tokenizer.TokenizerOptions`).
         workers: tokenizer processes (the main process writes).
         append_eod: append ``<|eod|>`` to every document.
         log_interval: documents between progress lines (when no progress bar is shown).
@@ -86,8 +91,9 @@ class PreprocessOptions:
     """
 
     output_prefix: str
-    tokenizer_model: str
+    tokenizer_model: str | None
     tokenizer_type: str = "SentencePieceTokenizer"
+    tokenizer_options: TokenizerOptions = field(default_factory=TokenizerOptions)
     workers: int = 1
     append_eod: bool = True
     log_interval: int = 1000
@@ -147,10 +153,16 @@ class PreprocessSummary:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(model: str, tokenizer_type: str, append_eod: bool, keys: Sequence[str]) -> None:
+def _init_worker(
+    model: str | None,
+    tokenizer_type: str,
+    tokenizer_options: TokenizerOptions,
+    append_eod: bool,
+    keys: Sequence[str],
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C ...
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ... and stops workers with SIGTERM
-    encoder = TextEncoder(model, tokenizer_type)
+    encoder = TextEncoder(model, tokenizer_type, tokenizer_options)
     _worker.update(
         encode=encoder.encode,
         eod=encoder.eod if append_eod else None,
@@ -426,7 +438,9 @@ def _run(
     if options.workers < 1:
         raise PreprocessError(f"--workers must be >= 1, got {options.workers}")
     start = time.perf_counter()
-    encoder = TextEncoder(options.tokenizer_model, options.tokenizer_type)  # fails early
+    encoder = TextEncoder(  # fails early
+        options.tokenizer_model, options.tokenizer_type, options.tokenizer_options
+    )
     fingerprint = tokenizer_fingerprint(encoder)
     out_dir = os.path.dirname(os.path.abspath(options.output_prefix))
     check_output_dir(out_dir, "--output-prefix", label=f"--output-prefix {options.output_prefix}")
@@ -455,7 +469,13 @@ def _run(
     pool = multiprocessing.Pool(
         options.workers,
         initializer=_init_worker,
-        initargs=(options.tokenizer_model, options.tokenizer_type, options.append_eod, keys),
+        initargs=(
+            options.tokenizer_model,
+            options.tokenizer_type,
+            options.tokenizer_options,
+            options.append_eod,
+            keys,
+        ),
     )
     progress = None
     try:

@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -319,25 +320,45 @@ def write_export(
             shutil.copyfile(source, directory / name)
         _add_legacy_dtype(directory / "config.json")
     if not skip_tokenizer:
+        record = loaded.tokenizer
+        if record.type == "NullTokenizer":
+            raise ExportError(
+                "the checkpoint was trained with NullTokenizer, which has no tokenizer files: "
+                "pass --skip-tokenizer"
+            )
         path = tokenizer_path
         if not path:
             raise ExportError(
                 "the checkpoint records no tokenizer path: pass --tokenizer-model PATH "
                 "(tokenizer.json or sentencepiece .model) or --skip-tokenizer"
             )
-        export_tokenizer(
-            path,
-            None if tokenizer_model else loaded.tokenizer.type,
-            directory,
-            vocab_size=loaded.vocab.size,
-            special_ids={
-                "mask_token": loaded.vocab.mask_id,
-                "eos_token": loaded.vocab.eod_id,
-                "pad_token": loaded.vocab.pad_id,
-            },
-            model_max_length=config.max_position_embeddings,
-            vocab_sha256=loaded.tokenizer.vocab_sha256,
-        )
+        recorded_hf = record.type in ("HuggingFaceTokenizer", "GPT2BPETokenizer")
+        with tempfile.TemporaryDirectory(dir=directory) as scratch:
+            if recorded_hf and not (tokenizer_model and not _is_hf_path(tokenizer_model)):
+                # The run's tokenizer, with the tokens it appended and its roles named (GPT-2's
+                # files become a tokenizer.json).
+                from megatron_dlm.data.hf_tokenizer import write_recorded_tokenizer
+                from megatron_dlm.data.tokenizer import TokenizerError
+
+                try:
+                    path = write_recorded_tokenizer(record, Path(scratch) / "tok", tokenizer_model)
+                except TokenizerError as exc:
+                    raise ExportError(f"cannot export the tokenizer: {exc}") from exc
+            else:
+                recorded_hf = False
+            export_tokenizer(
+                path,
+                "HuggingFaceTokenizer" if recorded_hf else None if tokenizer_model else record.type,
+                directory,
+                vocab_size=loaded.vocab.size,
+                special_ids={
+                    "mask_token": loaded.vocab.mask_id,
+                    "eos_token": loaded.vocab.eod_id,
+                    "pad_token": loaded.vocab.pad_id,
+                },
+                model_max_length=config.max_position_embeddings,
+                vocab_sha256=loaded.tokenizer.vocab_sha256,
+            )
         check_auto_tokenizer(directory)
     provenance = {
         "source_checkpoint": str(loaded.directory.resolve()),
@@ -349,6 +370,12 @@ def write_export(
     text = json.dumps(provenance, indent=2, default=str) + "\n"
     (directory / PROVENANCE_FILE).write_text(text, encoding="utf-8")
     return config, sorted(p.name for p in directory.iterdir())
+
+
+def _is_hf_path(path: str | Path) -> bool:
+    """A Hugging Face tokenizer folder or ``tokenizer.json`` (not a sentencepiece model)."""
+    p = Path(path).expanduser()
+    return p.is_dir() or p.suffix == ".json"
 
 
 def _add_legacy_dtype(config_file: Path) -> None:

@@ -5,11 +5,12 @@ model's tokenizer usually has an end-of-sequence token, sometimes a padding toke
 and no mask token. :func:`import_tokenizer` copies the folder's ``tokenizer.json`` and
 ``tokenizer_config.json`` and
 
-* uses the tokens the user names (``--mask-token``, ``--eod-token``, ``--pad-token``: a token
+* resolves the roles as training does (:func:`megatron_dlm.data.tokenizer.assign_special_ids`):
+  the tokens the user names (``--mask-token``, ``--eod-token``, ``--pad-token``: a token
   string or an id), else the tokenizer's own ``mask_token``/``eos_token``/``pad_token``;
-* appends a missing mask token (``<|mask|>``) and, when the tokenizer has no padding token
-  distinct from its end-of-sequence token, ``<|pad|>``, as special tokens after the last id (the
-  model's embedding grows by those rows);
+  a missing mask token (``<|mask|>``) and, when the tokenizer has no padding token distinct
+  from its end-of-sequence token, ``<|pad|>`` are appended as special tokens after the last id
+  (the model's embedding grows by those rows);
 * names the three roles in ``tokenizer_config.json`` (``mask_token``, ``eos_token``,
   ``pad_token``), which is where :class:`megatron_dlm.data.tokenizer.DLMTokenizer` and
   ``AutoTokenizer`` read them.
@@ -22,7 +23,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megatron_dlm.data.tokenizer import HF_CONFIG_FILE, HF_TOKENIZER_FILE, MASK_TOKEN, PAD_TOKEN
+from megatron_dlm.data.hf_tokenizer import write_tokenizer_config
+from megatron_dlm.data.tokenizer import (
+    EOD_TOKEN,
+    HF_CONFIG_FILE,
+    HF_TOKENIZER_FILE,
+    MASK_TOKEN,
+    PAD_TOKEN,
+    TokenizerError,
+    assign_special_ids,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +105,7 @@ def import_tokenizer(
         TokenizerImportError: no ``tokenizer.json``, an unknown id, an end-of-document token
             that is not in the vocabulary, or two roles on one token.
     """
-    from tokenizers import AddedToken, Tokenizer
+    from tokenizers import Tokenizer
 
     source, output = Path(source), Path(output)
     json_file = source / HF_TOKENIZER_FILE
@@ -110,77 +120,55 @@ def import_tokenizer(
         raise TokenizerImportError(f"{json_file} is not a tokenizers JSON ({exc})") from exc
     original = tokenizer.get_vocab_size(with_added_tokens=True)
     own = _own_roles(source, model_config or {})
-
-    def lookup(role: str, flag: str, value: str | int | None, *, may_add: bool) -> int | None:
-        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-            token_id = int(value)
-            if not 0 <= token_id < tokenizer.get_vocab_size(with_added_tokens=True):
-                raise TokenizerImportError(f"{flag} {token_id}: no such id in {json_file}")
-            return token_id
-        if value is None:
-            return None
-        token_id = tokenizer.token_to_id(value)
-        if token_id is None and may_add:
-            tokenizer.add_special_tokens([AddedToken(value, special=True, normalized=False)])
-            token_id = tokenizer.token_to_id(value)
-            logger.info("%s: added %r to the vocabulary as id %d", flag, value, token_id)
-        if token_id is None:
-            raise TokenizerImportError(
-                f"{flag} {value!r} is not in the vocabulary of {json_file}; name a token it "
-                "has (or its id)"
-            )
-        return token_id
-
-    eod = lookup("eos_token", "--eod-token", eod_token or own.get("eos_token"), may_add=False)
-    if eod is None:
+    vocabulary = _Vocabulary(tokenizer)
+    named = {MASK_TOKEN: own.get("mask_token"), EOD_TOKEN: own.get("eos_token"),
+             PAD_TOKEN: own.get("pad_token")}  # fmt: skip
+    if eod_token is None and named[EOD_TOKEN] is None:
         raise TokenizerImportError(
             f"{source}: the tokenizer names no end-of-sequence token (eos_token): pass "
             "--eod-token TOKEN (the token that ends a document)"
         )
-    mask = lookup("mask_token", "--mask-token", mask_token or own.get("mask_token") or MASK_TOKEN,
-                  may_add=True)  # fmt: skip
-    pad_value = pad_token or own.get("pad_token")
-    pad = lookup("pad_token", "--pad-token", pad_value, may_add=True)
-    if pad_token is None and pad in (None, eod, mask):
-        pad = lookup("pad_token", "--pad-token", PAD_TOKEN, may_add=True)
-    ids = {"--mask-token": mask, "--eod-token": eod, "--pad-token": pad}
-    if len(set(ids.values())) != 3:
-        raise TokenizerImportError(
-            f"the special tokens must be three different tokens, got ids {ids}: a DLM masks "
-            "with one, ends documents with another and pads with a third"
+    try:  # the same rules as training's tokenizer (megatron_dlm.data.tokenizer)
+        ids, added = assign_special_ids(
+            vocabulary,
+            json_file,
+            mask_token=mask_token,
+            eod_token=eod_token,
+            pad_token=pad_token,
+            named={k: v for k, v in named.items() if v is not None},
         )
+    except TokenizerError as exc:
+        raise TokenizerImportError(str(exc)) from exc
+    for token in added:
+        logger.info("added %r to the vocabulary as id %d", token, tokenizer.token_to_id(token))
     size = tokenizer.get_vocab_size(with_added_tokens=True)
-    added = [tokenizer.id_to_token(i) for i in range(original, size)]
     output.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(output / HF_TOKENIZER_FILE))
-    new_ids = range(original, size)
-    _write_config(source, output, tokenizer, mask=mask, eod=eod, pad=pad, added=new_ids)
-    return ImportedTokenizer(output, original, size, mask, eod, pad, added)
-
-
-def _write_config(source: Path, output: Path, tokenizer, *, mask: int, eod: int, pad: int,
-                  added: range) -> None:  # fmt: skip
-    """tokenizer_config.json: the source's, with the three roles named and new tokens listed."""
-    path = source / HF_CONFIG_FILE
-    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {
-        "tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
-    }  # fmt: skip
-    config.update(
-        mask_token=tokenizer.id_to_token(mask),
-        eos_token=tokenizer.id_to_token(eod),
-        pad_token=tokenizer.id_to_token(pad),
+    roles = {"mask_token": tokenizer.id_to_token(ids.mask),
+             "eos_token": tokenizer.id_to_token(ids.eod),
+             "pad_token": tokenizer.id_to_token(ids.pad)}  # fmt: skip
+    new_tokens = {i: tokenizer.id_to_token(i) for i in range(original, size)}
+    write_tokenizer_config(source / HF_CONFIG_FILE, output, roles, new_tokens)
+    return ImportedTokenizer(
+        output, original, size, ids.mask, ids.eod, ids.pad, list(new_tokens.values())
     )
-    if added and "added_tokens_decoder" in config:
-        for token_id in added:
-            config["added_tokens_decoder"][str(token_id)] = {
-                "content": tokenizer.id_to_token(token_id), "lstrip": False, "normalized": False,
-                "rstrip": False, "single_word": False, "special": True,
-            }  # fmt: skip
-    text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
-    (output / HF_CONFIG_FILE).write_text(text, encoding="utf-8")
-    special_map = source / "special_tokens_map.json"  # older folders name the roles here too
-    if special_map.is_file():
-        values = json.loads(special_map.read_text(encoding="utf-8"))
-        values.update({k: config[k] for k in ("mask_token", "eos_token", "pad_token")})
-        text = json.dumps(values, indent=2, ensure_ascii=False) + "\n"
-        (output / special_map.name).write_text(text, encoding="utf-8")
+
+
+class _Vocabulary:
+    """A ``tokenizers.Tokenizer`` as :func:`assign_special_ids` edits it."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.tokenizer.token_to_id(token)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def add_special_token(self, token: str) -> int:
+        from tokenizers import AddedToken
+
+        self.tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False)])
+        return self.tokenizer.token_to_id(token)

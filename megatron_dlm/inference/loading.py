@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from megatron_dlm.config import ConfigError, DataConfig, ParallelConfig
+from megatron_dlm.config import ConfigError, ParallelConfig
 from megatron_dlm.inference.model import DataParallel, InferenceModel
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def _load_megatron(
 ) -> InferenceModel:
     from megatron.core import parallel_state
 
-    from megatron_dlm.data.tokenizer import build_tokenizer
+    from megatron_dlm.data.tokenizer import load_recorded_tokenizer
     from megatron_dlm.inference.megatron import megatron_logits_fn
     from megatron_dlm.models import load_trained
     from megatron_dlm.runtime.distributed import destroy_distributed, init_distributed
@@ -90,20 +90,13 @@ def _load_megatron(
     try:
         trained = load_trained(path, parallel)
         cfg, vocab = trained.config, trained.vocab
-        model_path = tokenizer_model or trained.tokenizer.model
-        if not model_path:
-            raise ValueError(
-                f"{path}: the checkpoint records no tokenizer path: give a tokenizer model"
-            )
-        tokenizer_type = trained.tokenizer.type or cfg.data.tokenizer_type
-        tokenizer = build_tokenizer(
-            DataConfig(tokenizer_type=tokenizer_type, tokenizer_model=model_path)
-        )
+        # The recorded tokenizer with its appended tokens and special ids (a mismatch is
+        # refused, naming the option).
+        tokenizer = load_recorded_tokenizer(trained.tokenizer, tokenizer_model, "tokenizer_model")
         if tokenizer.vocab_size != vocab.size or tokenizer.mask_id != vocab.mask_id:
             raise ValueError(
-                f"tokenizer {model_path} (vocab {tokenizer.vocab_size}, mask id "
-                f"{tokenizer.mask_id}) does not match the checkpoint (vocab {vocab.size}, mask id "
-                f"{vocab.mask_id})"
+                f"tokenizer (vocab {tokenizer.vocab_size}, mask id {tokenizer.mask_id}) does "
+                f"not match the checkpoint (vocab {vocab.size}, mask id {vocab.mask_id})"
             )
     except BaseException:
         if owned:

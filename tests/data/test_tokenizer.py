@@ -123,7 +123,9 @@ def test_missing_or_mistyped_tokenizer_files(tmp_path, sp_model, hf_dir):
         TextEncoder(hf_dir)
     with pytest.raises(TokenizerError, match=r"not a tokenizer\.json"):
         TextEncoder(sp_model, "HuggingFaceTokenizer")
-    with pytest.raises(TokenizerError, match=r"--tokenizer-type 'GPT2BPETokenizer'"):
+    with pytest.raises(TokenizerError, match=r"--tokenizer-type 'BertWordPieceCase'"):
+        TextEncoder(sp_model, "BertWordPieceCase")
+    with pytest.raises(TokenizerError, match=r"GPT2BPETokenizer needs --vocab-file and --merge"):
         TextEncoder(sp_model, "GPT2BPETokenizer")
     (tmp_path / "bad.model").write_bytes(b"not a model")
     with pytest.raises(TokenizerError, match="not a sentencepiece model"):
