@@ -18,6 +18,7 @@ import datetime
 import logging
 import os
 import sys
+import time
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +77,24 @@ def report_error(message: str, exit_code: int) -> bool:
     return first
 
 
-def exit_code_reported() -> int | None:
-    """The exit code of an error another rank of this job already reported, if any."""
+def exit_code_reported(wait_s: float = 30.0) -> int | None:
+    """The exit code of an error another rank of this job reported, if any.
+
+    Waits up to ``wait_s`` for the report: the failing rank tears its process group down (which
+    is what fails this rank's collective) just before it reports.
+    """
     store = _store()
     if store is None:
         return None
-    try:
-        key = f"{_key()}/code"
-        if store.check([key]):
-            return int(store.get(key))
-    except Exception as exc:
-        logger.debug("could not read the store: %s", exc)
-    return None
+    key = f"{_key()}/code"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if store.check([key]):
+                return int(store.get(key))
+        except Exception as exc:
+            logger.debug("could not read the store: %s", exc)
+            return None
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)

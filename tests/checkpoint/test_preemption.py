@@ -58,8 +58,8 @@ def _preempt(cmd: list[str], run: Path) -> int:
     "ranks, extra",
     [
         (1, ()),
-        (2, ("--async-save",)),
-        pytest.param(1, ("--async-save",), marks=pytest.mark.slow),
+        pytest.param(2, ("--async-save",), marks=pytest.mark.slow),
+        (1, ("--async-save",)),
         pytest.param(2, (), marks=pytest.mark.slow),
     ],
     ids=["1rank", "2ranks-async", "1rank-async", "2ranks"],

@@ -96,6 +96,7 @@ def _cli(out: Path, tiny_data) -> list[str]:
             "--threads", "1"]  # fmt: skip
 
 
+@pytest.mark.slow  # over 60 s on a 2-core machine: make test-slow
 def test_the_study_runs_resumes_and_never_repeats_work(tiny_data, tmp_path):
     out = tmp_path / "study"
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -134,8 +134,8 @@ def test_tensor_parallel_ranks_evaluate_together(with_tasks, tiny_data, tmp_path
 
 
 def _error(*flags: str) -> subprocess.CompletedProcess:
-    return _run("pretrain_dlm.py", "--tokenizer-model", "no.model", "--train-data-path", "x",
-                "--train-iters", "1", *flags, timeout=300)  # fmt: skip
+    return _run("pretrain_dlm.py", *TINY_MODEL, "--tokenizer-model", "no.model",
+                "--train-data-path", "x", "--train-iters", "1", *flags, timeout=300)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -26,4 +26,4 @@ def test_without_a_launcher_or_process_group_rank_zero_prints(monkeypatch, capsy
     monkeypatch.setenv("RANK", "0")
     assert report_error("tool: error: x", 2)
     assert capsys.readouterr().err == "tool: error: x\n"
-    assert exit_code_reported() is None
+    assert exit_code_reported(wait_s=0) is None

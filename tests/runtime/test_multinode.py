@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from megatron_dlm.checkpoint import read_tracker
 from megatron_dlm.runtime.distributed import free_port
 from megatron_dlm.testing import run_distributed
@@ -51,6 +53,7 @@ def _launch_two_nodes(argv: list[str]) -> None:
         assert proc.returncode == 0, out[-3000:]
 
 
+@pytest.mark.slow  # over 60 s on a 2-core machine: make test-slow
 def test_two_node_torchrun_trains_saves_and_resumes(tiny_data, tmp_path):
     run = tmp_path / "two_nodes"
     argv = [*tiny_data.flags(), *TINY_MODEL, "--train-iters", "6", "--save", str(run)]

@@ -110,7 +110,7 @@ def report_the_same_error() -> tuple[bool, int | None, int | None]:
     from megatron_dlm.runtime.error_report import exit_code_reported, report_error
 
     init_distributed(ParallelConfig(), seed=7)
-    before = exit_code_reported()
+    before = exit_code_reported(wait_s=0)
     torch.distributed.barrier()  # nobody has reported yet
     printed = report_error("tool: error: the same bad input on every rank", 2)
     torch.distributed.barrier()

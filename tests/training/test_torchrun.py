@@ -28,6 +28,7 @@ def _torchrun(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # over 60 s on a 2-core machine: make test-slow
 def test_torchrun_trains_and_generates_with_tensor_parallelism(tiny_data, tmp_path):
     save = tmp_path / "run"
     proc = _torchrun(
