@@ -197,6 +197,16 @@ class Trainer:
             else torch.device("cpu"),
         )
 
+    def _position(self) -> dict:
+        """Where the run stands, for every evaluation record (valid, tasks)."""
+        return {
+            "iteration": self.state.iteration,
+            "consumed_samples": self.state.consumed_samples,
+            "consumed_tokens": self.state.consumed_samples * self.layout.seq_length,
+            "epoch": self._epoch(),
+            "floating_point_operations": self.state.floating_point_operations,
+        }
+
     def _epoch(self) -> float | None:
         if not self.samples_per_epoch:
             return None
@@ -512,11 +522,7 @@ class Trainer:
             return metrics
         record = {
             "split": "valid",
-            "iteration": self.state.iteration,
-            "consumed_samples": self.state.consumed_samples,
-            "consumed_tokens": self.state.consumed_samples * self.layout.seq_length,
-            "epoch": self._epoch(),
-            "floating_point_operations": self.state.floating_point_operations,
+            **self._position(),
             **{k: v for k, v in metrics.items() if not k.endswith("__count")},
             "eval_time_s": time.perf_counter() - start,
         }
@@ -574,11 +580,7 @@ class Trainer:
             return metrics
         record = {
             "split": "tasks",
-            "iteration": self.state.iteration,
-            "consumed_samples": self.state.consumed_samples,
-            "consumed_tokens": self.state.consumed_samples * self.layout.seq_length,
-            "epoch": self._epoch(),
-            "floating_point_operations": self.state.floating_point_operations,
+            **self._position(),
             **metrics,
             "eval_time_s": time.perf_counter() - start,
         }
