@@ -5,8 +5,12 @@ hand-computed parameter counts). Each runs as its users run it and ends in
 ``pretrain_dlm.py ... --dry-run``; the report must give the parameter count of the model the
 script describes. This needs pretrain_dlm.py to accept Megatron-LM's whole flag set with its
 meanings (``--vocab-size``, ``--mock-data``, ``--group-query-attention``, LayerNorm and biases
-by default, ``--sequence-parallel`` ignored at TP 1, ...) and the dry run to size the vocabulary
-from ``--vocab-size`` / ``--dry-run-vocab-size`` when the tokenizer files do not exist.
+by default, ``--sequence-parallel`` ignored at TP 1, ...), its tokenizer types (GPT2BPETokenizer
+with ``--vocab-file/--merge-file``, NullTokenizer, Llama2Tokenizer, HuggingFaceTokenizer with
+``--mask-token``), and the dry run to size the vocabulary from the tokenizer (NullTokenizer's
+``--vocab-size`` ids plus its end of document and the appended mask and padding), or, when the
+tokenizer's files are not on this machine, from ``--vocab-size`` / ``--dry-run-vocab-size``.
+Nothing in the scripts' command lines is rewritten.
 """
 
 from __future__ import annotations
@@ -44,50 +48,11 @@ CASES = {
 }  # fmt: skip
 
 
-# The tokenizer options these scripts give (GPT-2 BPE vocab/merge files, NullTokenizer,
-# Llama2Tokenizer, --vocab-size, --mask-token) are another change's (issue 12 item 3). Until
-# pretrain_dlm.py takes them, the stand-in below turns them into this project's own dry-run
-# sizing option (--dry-run-vocab-size: the vocabulary Megatron-LM's tokenizer would have) and
-# drops the rest; every other option reaches pretrain_dlm.py exactly as the script gives it.
-TOKENIZER_TYPES_HERE = ("SentencePieceTokenizer", "HuggingFaceTokenizer")
-DROPPED_TOKENIZER_OPTIONS = ("--vocab-file", "--merge-file", "--mask-token")
-
-
-def without_tokenizer_options(argv: list[str]) -> list[str]:
-    """``argv`` with the tokenizer options of issue 12 item 3 translated (see above)."""
-    null = any(a == "NullTokenizer" for a in argv)
-    out, i = [], 0
-    while i < len(argv):
-        arg = argv[i]
-        foreign_type = arg == "--tokenizer-type" and argv[i + 1] not in TOKENIZER_TYPES_HERE
-        if foreign_type or arg in DROPPED_TOKENIZER_OPTIONS:
-            i += 2
-        elif arg == "--vocab-size":  # Megatron-LM's NullTokenizer adds an end-of-document id
-            out += ["--dry-run-vocab-size", str(int(argv[i + 1]) + (1 if null else 0))]
-            i += 2
-        else:
-            out.append(arg)
-            i += 1
-    return out
-
-
-STAND_IN = """#!{python}
-import os, sys
-sys.path.insert(0, {tests!r})
-from test_megatron_scripts import without_tokenizer_options
-os.execv({python!r}, [{python!r}, sys.argv[1], *without_tokenizer_options(sys.argv[2:])])
-"""
-
-
-def _python_stand_in(tmp_path: Path, python: str) -> str:
-    path = tmp_path / "python-stand-in"
-    path.write_text(STAND_IN.format(python=python, tests=str(REPO / "tests")))
-    path.chmod(0o755)
-    return str(path)
-
-
-def _run(script: str, tmp_path: Path, python: str) -> subprocess.CompletedProcess:
-    args, env, dry_run_args, _ = CASES[script]
+def _run(
+    script: str, tmp_path: Path, python: str, dry_run_args: str | None = None
+) -> subprocess.CompletedProcess:
+    args, env, case_dry_run_args, _ = CASES[script]
+    dry_run_args = case_dry_run_args if dry_run_args is None else dry_run_args
     fill = {"tmp": str(tmp_path)}
     full_env = {
         **os.environ,
@@ -105,7 +70,7 @@ def _run(script: str, tmp_path: Path, python: str) -> subprocess.CompletedProces
 
 @pytest.mark.parametrize("script", CASES)
 def test_megatron_script_dry_runs_and_reports_its_model(script, tmp_path):
-    proc = _run(script, tmp_path, _python_stand_in(tmp_path, sys.executable))
+    proc = _run(script, tmp_path, sys.executable)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "unrecognized" not in proc.stderr
     match = re.search(r"parameters\s+: ([0-9.]+) B total", proc.stdout)
@@ -128,7 +93,7 @@ def test_megadlms_launcher_counts_exactly_the_hand_computed_parameters(tmp_path)
     recorder.chmod(0o755)
     proc = _run("dlm_pretrain_1.7b.sh", tmp_path, str(recorder))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    cfg = parse_config(without_tokenizer_options(json.loads(record.read_text())))
+    cfg = parse_config(json.loads(record.read_text()))
     # The script's meaning, as Megatron-LM/MegaDLMs read it.
     assert cfg.objective.objective == "dlm"  # --model-running-mode difflm-noshift
     assert (cfg.model.normalization, cfg.model.swiglu, cfg.model.disable_bias_linear) == (
@@ -139,4 +104,29 @@ def test_megadlms_launcher_counts_exactly_the_hand_computed_parameters(tmp_path)
     assert cfg.parallel.num_distributed_optimizer_instances == 8
     report = dry_run(cfg)
     assert report.padded_vocab == 50_304  # --vocab-size 50289 padded to a multiple of 128
+    assert report.vocab_source == "from --vocab-size 50289: no tokenizer files here"
     assert report.total_params == 1_732_895_744
+
+
+def test_mixtral_script_sizes_its_vocabulary_from_a_llama2_tokenizer_model(tmp_path):
+    """With the script's ``tokenizer.model`` on this machine (a Llama-2-style sentencepiece model,
+    ``--tokenizer-type Llama2Tokenizer``), the dry run builds the tokenizer: its pieces plus the
+    appended mask and padding, padded as Megatron-LM pads; no --dry-run-vocab-size needed."""
+    from megatron_dlm.models.vocab import padded_vocab_size
+    from tests.data import tokenizer_kinds as kinds
+
+    model = kinds.write_llama2(tmp_path / "llama2", kinds.corpus(20))
+    (tmp_path / "tokenizer.model").write_bytes(model.read_bytes())
+    script = "train_mixtral_8x7b_distributed.sh"
+    proc = _run(script, tmp_path, sys.executable, dry_run_args="")
+    total = CASES[script][3]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = re.search(r"vocabulary\s+: ([0-9,]+) \(padded; (.*)\)", proc.stdout)
+    assert line, proc.stdout
+    assert line.group(2) == "Llama2Tokenizer: 602 ids, <|mask|>, <|pad|> appended"
+    padded = int(line.group(1).replace(",", ""))
+    assert padded == padded_vocab_size(602, 128, 1)
+    params = re.search(r"parameters\s+: ([0-9.]+) B total", proc.stdout)
+    # the script's model with this vocabulary: 2 x (32,000 - padded) x 4096 fewer parameters
+    assert float(params.group(1)) == pytest.approx((total - 2 * 4096 * (32_000 - padded)) / 1e9,
+                                                   abs=0.0005)  # fmt: skip

@@ -145,7 +145,7 @@ def get_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     if args.log_interval < 1:
         parser.error(f"--log-interval must be >= 1, got {args.log_interval}")
-    needs_model = args.tokenizer_type in ("SentencePieceTokenizer", "HuggingFaceTokenizer")
+    needs_model = args.tokenizer_type not in ("GPT2BPETokenizer", "NullTokenizer")
     if needs_model and not args.tokenizer_model:
         parser.error(f"--tokenizer-type {args.tokenizer_type} needs --tokenizer-model PATH")
     if args.tokenizer_type == "GPT2BPETokenizer":

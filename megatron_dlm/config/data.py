@@ -13,11 +13,16 @@ class DataConfig:
     """Tokenizer and training/validation data (Megatron-LM flag names where Megatron has one)."""
 
     tokenizer_type: Literal[
-        "SentencePieceTokenizer", "HuggingFaceTokenizer", "GPT2BPETokenizer", "NullTokenizer"
+        "SentencePieceTokenizer",
+        "Llama2Tokenizer",
+        "HuggingFaceTokenizer",
+        "GPT2BPETokenizer",
+        "NullTokenizer",
     ] = "SentencePieceTokenizer"
-    """Tokenizer: a sentencepiece ``.model`` (SentencePieceTokenizer), a local Hugging Face
-    tokenizer folder or ``tokenizer.json`` (HuggingFaceTokenizer), GPT-2 BPE files
-    (GPT2BPETokenizer: --vocab-file, --merge-file), or token ids as text (NullTokenizer:
+    """Tokenizer: a sentencepiece ``.model`` (SentencePieceTokenizer; Llama2Tokenizer for a
+    Llama-2/Mistral ``tokenizer.model``: end of document ``</s>``, mask and padding appended), a
+    local Hugging Face tokenizer folder or ``tokenizer.json`` (HuggingFaceTokenizer), GPT-2 BPE
+    files (GPT2BPETokenizer: --vocab-file, --merge-file), or token ids as text (NullTokenizer:
     --vocab-size)."""
     tokenizer_model: str | None = None
     """Path of the tokenizer: a sentencepiece ``.model``, or a Hugging Face tokenizer folder

@@ -68,8 +68,9 @@ class TrainingConfig:
     dry_run_world_size: int | None = None
     """World size that --dry-run simulates (default: the current one)."""
     dry_run_vocab_size: int = 32000
-    """Vocabulary size --dry-run assumes when no --tokenizer-model is given, or it does not exist
-    (yet) on this machine."""
+    """Vocabulary size --dry-run assumes when the tokenizer's files (--tokenizer-model, or GPT-2's
+    --vocab-file/--merge-file) are not given or not (yet) on this machine and no --vocab-size
+    bounds it."""
     dry_run_mfu: float = 0.4
     """Model FLOPs utilisation --dry-run assumes for the projected time."""
 

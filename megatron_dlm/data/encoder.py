@@ -22,16 +22,17 @@ from megatron_dlm.data.tokenizer import (
     TokenizerError,
     TokenizerFiles,
     TokenizerOptions,
+    appends_to_sentencepiece,
     assign_special_ids,
     check_vocab_size_option,
     encode_keeping_marker,
     gpt2_bpe_tokenizer,
-    hf_special_tokens,
     hf_split_special_tokens,
     marker_byte_ids,
     model_sha256,
     null_encode,
     null_pieces,
+    own_special_tokens,
     resolve_tokenizer_files,
     tokenizer_source,
     tokenizers_pieces,
@@ -63,6 +64,7 @@ class TextEncoder:
         self.options = options = options or TokenizerOptions()
         self.files: TokenizerFiles = resolve_tokenizer_files(path, tokenizer_type, options)
         self._tok = None
+        self._appended: list[str] = []  # sentencepiece (Llama2Tokenizer): ids past the model
         if self.files.library == "sentencepiece":
             self._init_sentencepiece()
         elif self.files.library == "null":
@@ -83,8 +85,9 @@ class TextEncoder:
             mask_token=options.mask_token,
             eod_token=options.eod_token,
             pad_token=options.pad_token,
-            named=hf_special_tokens(self.files),
-            can_add=self.files.library != "sentencepiece",
+            named=own_special_tokens(self.files),
+            can_add=self.files.library != "sentencepiece"
+            or appends_to_sentencepiece(self.files.tokenizer_type),
         )
         check_vocab_size_option(self.vocab_size, options, self.files)
 
@@ -101,6 +104,9 @@ class TextEncoder:
         self._sp = sp
         self.vocab_size = sp.get_piece_size()
         encode_as_ids = sp.encode_as_ids  # bound C++ call: little per-document overhead
+        if self.files.tokenizer_type != "SentencePieceTokenizer":  # Llama2Tokenizer: the model's
+            self.encode = encode_as_ids  # own encoding (as DLMTokenizer does)
+            return
         marker = marker_byte_ids(self.token_to_id)
 
         def encode(text: str) -> list[int]:
@@ -137,6 +143,10 @@ class TextEncoder:
                 self._null.append(token)
                 self.vocab_size = len(self._null)
                 return self.vocab_size - 1
+            if appends_to_sentencepiece(self.files.tokenizer_type):
+                self._appended.append(token)
+                self.vocab_size += 1
+                return self.vocab_size - 1
             raise TokenizerError(
                 f"{self.files.model_file}: cannot add {token!r} to a sentencepiece model; "
                 f"train it with the token (tools/train_tokenizer.py reserves <|mask|>, "
@@ -159,7 +169,7 @@ class TextEncoder:
     def decode(self, ids: list[int]) -> str:
         """Text of ``ids``; special tokens decode to nothing."""
         if self.files.library == "sentencepiece":
-            return self._sp.decode_ids(list(ids))
+            return self._sp.decode_ids([i for i in ids if i < self.original_vocab_size])
         if self.files.library == "null":
             return " ".join(str(i) for i in ids if i < self.original_vocab_size - 1)
         return self._tok.decode(list(ids), skip_special_tokens=True)
@@ -167,6 +177,8 @@ class TextEncoder:
     def token_to_id(self, token: str) -> int | None:
         """Id of a vocabulary piece, or None if the vocabulary lacks it."""
         if self.files.library == "sentencepiece":
+            if token in self._appended:
+                return self.original_vocab_size + self._appended.index(token)
             i = self._sp.piece_to_id(token)
             return i if self._sp.id_to_piece(i) == token else None
         if self.files.library == "null":
@@ -177,7 +189,8 @@ class TextEncoder:
     def pieces(self) -> list[str | None]:
         """The vocabulary: piece of each id (None for an id no piece has)."""
         if self.files.library == "sentencepiece":
-            return [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
+            own = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
+            return own + self._appended
         if self.files.library == "null":
             return list(self._null)
         return tokenizers_pieces(self._tok)

@@ -15,6 +15,10 @@ merges are every split of a piece into two pieces, ranked by the merged piece's 
 the order sentencepiece merges in; byte fallback; the decoder turns byte tokens back into UTF-8.
 Special tokens keep their ids and are never matched in text (``split_special_tokens``), as in
 sentencepiece where they are control symbols.
+
+A Llama-2-style model (``Llama2Tokenizer``: a dummy prefix, spaces written as "▁" by its
+normaliser) converts as Hugging Face's own Llama ``tokenizer.json`` is laid out: the pieces keep
+"▁", the normaliser prepends one and turns spaces into it, the decoder undoes both.
 """
 
 from __future__ import annotations
@@ -47,13 +51,16 @@ def sentencepiece_to_tokenizers(model_file: str | os.PathLike, model_type: str =
         model_type: ``bpe`` or ``unigram`` (how it was trained).
     """
     import sentencepiece
-    from tokenizers import AddedToken, Tokenizer, decoders, models
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
 
     sp = sentencepiece.SentencePieceProcessor(model_file=os.fspath(model_file))
     n = sp.get_piece_size()
+    dummy_prefix = _dummy_prefix(model_file)
     # sentencepiece never keeps a space in a piece (it writes spaces as the marker), so this
     # renaming is one to one; the fingerprint counts a space as the marker (vocab_sha256).
-    pieces = [sp.id_to_piece(i).replace(SPACE, " ") for i in range(n)]
+    # A dummy-prefix model keeps the marker: its normaliser writes spaces as it.
+    pieces = [sp.id_to_piece(i) if dummy_prefix else sp.id_to_piece(i).replace(SPACE, " ")
+              for i in range(n)]  # fmt: skip
     special = [i for i in range(n) if sp.is_control(i) or sp.is_unknown(i)]
     normal = [
         not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i))
@@ -88,10 +95,44 @@ def sentencepiece_to_tokenizers(model_file: str | os.PathLike, model_type: str =
         raise ValueError(f"model_type must be bpe or unigram, got {model_type!r}")
     tokenizer = Tokenizer(model)
     tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    if dummy_prefix:
+        tokenizer.normalizer = normalizers.Sequence(
+            [normalizers.Prepend(SPACE), normalizers.Replace(" ", SPACE)]
+        )
+        tokenizer.decoder = decoders.Sequence([
+            decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ])  # fmt: skip
     tokenizer.add_special_tokens(
         [AddedToken(pieces[i], special=True, normalized=False) for i in special]
     )
     return tokenizer
+
+
+def _dummy_prefix(model_file: str | os.PathLike) -> bool:
+    """Whether the model writes a "▁" before the text (``add_dummy_prefix``: Llama-2's models;
+    tools/train_tokenizer.py's do not).
+
+    Raises:
+        ValueError: a dummy-prefix model whose normaliser also rewrites or squeezes text, which
+            has no exact ``tokenizers`` equivalent here.
+    """
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError:  # protobuf missing: tools/train_tokenizer.py's models
+        return False
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(Path(model_file).read_bytes())
+    spec = proto.normalizer_spec
+    if not spec.add_dummy_prefix:
+        return False
+    if spec.remove_extra_whitespaces or spec.name not in ("identity", ""):
+        raise ValueError(
+            f"{model_file}: its normaliser ({spec.name or 'custom'}, remove_extra_whitespaces="
+            f"{spec.remove_extra_whitespaces}) has no exact Hugging Face conversion here; use "
+            f"the model's own tokenizer.json (--tokenizer-type HuggingFaceTokenizer)"
+        )
+    return True
 
 
 def check_hf_output(output_dir: str | os.PathLike, overwrite: bool = False) -> None:
@@ -250,7 +291,10 @@ def write_recorded_tokenizer(
     ``tokenizer_config.json`` naming the roles, so that ``AutoTokenizer`` gives the run's ids.
 
     For ``HuggingFaceTokenizer`` and ``GPT2BPETokenizer`` records (GPT-2's files become a
-    ``tokenizer.json`` that, like Megatron-LM, encodes special-token text as text).
+    ``tokenizer.json`` that, like Megatron-LM, encodes special-token text as text), and
+    ``Llama2Tokenizer`` ones (the sentencepiece model converted by
+    :func:`sentencepiece_to_tokenizers`, the appended tokens after it; checked to encode as the
+    model does).
 
     Args:
         record: a :class:`~megatron_dlm.checkpoint.TokenizerRecord`.
@@ -274,10 +318,52 @@ def write_recorded_tokenizer(
         )
     output = Path(output)
     output.mkdir(parents=True)
-    encoder.save_tokenizers_json(output / HF_TOKENIZER_FILE)
+    sentencepiece = encoder.files.library == "sentencepiece"
+    if sentencepiece:
+        _write_converted_sentencepiece(encoder, output / HF_TOKENIZER_FILE)
+    else:
+        encoder.save_tokenizers_json(output / HF_TOKENIZER_FILE)
     gpt2 = record.type == "GPT2BPETokenizer"
-    source_config = None if gpt2 else encoder.files.load_path / HF_CONFIG_FILE
+    source_config = None if gpt2 or sentencepiece else encoder.files.load_path / HF_CONFIG_FILE
     added = {encoder.original_vocab_size + k: t for k, t in enumerate(encoder.added_tokens)}
     extra = {"split_special_tokens": True, "add_prefix_space": False} if gpt2 else None
+    if sentencepiece:  # control symbols are never matched in text
+        extra = {"split_special_tokens": True, "model_max_length": 1 << 30}
     write_tokenizer_config(source_config, output, encoder.special_tokens, added, extra)
     return output
+
+
+def _write_converted_sentencepiece(encoder, path: Path) -> None:
+    """``tokenizer.json`` of a sentencepiece encoder: the model converted, its appended tokens
+    after it; refused unless it encodes the check text as the model does."""
+    from tokenizers import AddedToken
+
+    from megatron_dlm.data.tokenizer import CHECK_TEXT, TokenizerError
+
+    model_file = encoder.files.model_file
+    try:
+        model_type = "unigram" if _is_unigram(model_file) else "bpe"
+        tokenizer = sentencepiece_to_tokenizers(model_file, model_type)
+    except ValueError as exc:
+        raise TokenizerError(str(exc)) from exc
+    tokenizer.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in encoder.added_tokens]
+    )
+    tokenizer.encode_special_tokens = True
+    got = tokenizer.encode(CHECK_TEXT, add_special_tokens=False).ids
+    expected = encoder.encode(CHECK_TEXT)
+    if got != expected:
+        raise TokenizerError(
+            f"{model_file}: its Hugging Face conversion encodes differently ({got[:8]} vs "
+            f"{expected[:8]}); use the model's own tokenizer.json (--tokenizer-type "
+            f"HuggingFaceTokenizer)"
+        )
+    tokenizer.save(os.fspath(path))
+
+
+def _is_unigram(model_file: str | os.PathLike) -> bool:
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(Path(model_file).read_bytes())
+    return proto.trainer_spec.model_type == sentencepiece_model_pb2.TrainerSpec.ModelType.UNIGRAM

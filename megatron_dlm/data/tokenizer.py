@@ -55,6 +55,7 @@ SPACE_MARKER_BYTE_PIECES = tuple(f"<0x{b:02X}>" for b in SENTENCEPIECE_SPACE.enc
 
 TOKENIZER_LIBRARIES = {
     "SentencePieceTokenizer": "sentencepiece",
+    "Llama2Tokenizer": "sentencepiece",
     "HuggingFaceTokenizer": "huggingface",
     "GPT2BPETokenizer": "gpt2-bpe",
     "NullTokenizer": "null",
@@ -66,7 +67,48 @@ Hugging Face ``tokenizers``' byte-level BPE: megatron-core's own ``GPT2BPETokeni
 (``megatron`` library) fetches the ``gpt2`` tokenizer from the Hugging Face hub and passes the
 merges under a keyword ``AutoTokenizer`` ignores. ``NullTokenizer`` (``--vocab-size N``) is
 megatron-core's: ids ``0..N-1`` written as whitespace-separated integers, end of document ``N``.
+``Llama2Tokenizer`` is Megatron-LM's for a Llama-2/Mistral/Mixtral sentencepiece
+``tokenizer.model``: its end of document is the model's ``eos`` (``</s>``), and the mask and
+padding tokens, which such a model lacks, are appended after its pieces (ids ``N``, ``N+1``; see
+:func:`appends_to_sentencepiece`).
+Documents are encoded without the ``<s>`` that Megatron-LM's ``Llama2Tokenizer.tokenize`` puts
+in front (a Megatron-LM dataset that has it trains unchanged: the ids are the same).
 """
+
+
+def appends_to_sentencepiece(tokenizer_type: str) -> bool:
+    """Whether special tokens a sentencepiece model lacks are appended after its pieces.
+
+    ``Llama2Tokenizer``: yes (ids past the model, which encoding never produces and decoding
+    skips). ``SentencePieceTokenizer``: no; tools/train_tokenizer.py reserves the three tokens in
+    the model, and a model without them is refused with that advice.
+    """
+    return tokenizer_type == "Llama2Tokenizer"
+
+
+def sentencepiece_special_tokens(files: TokenizerFiles) -> dict[str, str]:
+    """The roles a Llama-2-style sentencepiece model names itself: its ``eos`` piece as the end
+    of document (Megatron-LM's ``Llama2Tokenizer.eod``), its ``pad`` piece if it has one."""
+    if files.tokenizer_type != "Llama2Tokenizer":
+        return {}
+    import sentencepiece
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=os.fspath(files.model_file))
+    named = {}
+    if sp.eos_id() >= 0:
+        named[EOD_TOKEN] = sp.id_to_piece(sp.eos_id())
+    if sp.pad_id() >= 0:
+        named[PAD_TOKEN] = sp.id_to_piece(sp.pad_id())
+    return named
+
+
+def own_special_tokens(files: TokenizerFiles) -> dict[str, str]:
+    """The special tokens the tokenizer's own files name, by reserved token (see
+    :func:`assign_special_ids`'s ``named``)."""
+    if files.library == "sentencepiece":
+        return sentencepiece_special_tokens(files)
+    return hf_special_tokens(files)
+
 
 HF_TOKENIZER_FILE = "tokenizer.json"
 HF_CONFIG_FILE = "tokenizer_config.json"
@@ -233,10 +275,10 @@ def resolve_tokenizer_files(
     p = Path(path).expanduser()
     if not p.exists():
         raise TokenizerError(f"tokenizer model {str(p)!r} (--tokenizer-model) does not exist")
-    if tokenizer_type == "SentencePieceTokenizer":
+    if TOKENIZER_LIBRARIES[tokenizer_type] == "sentencepiece":
         if not p.is_file():
             raise TokenizerError(
-                f"--tokenizer-model {str(p)!r} is a folder; SentencePieceTokenizer needs the "
+                f"--tokenizer-model {str(p)!r} is a folder; {tokenizer_type} needs the "
                 f".model file (for a tokenizer.json use --tokenizer-type HuggingFaceTokenizer)"
             )
         return TokenizerFiles(tokenizer_type, p.resolve(), p.resolve())
@@ -429,6 +471,12 @@ def assign_special_ids(
             f"tools/train_tokenizer.py (it reserves them), or add them to yours: sentencepiece "
             f"`control_symbols=[...]` at training time; a Hugging Face tokenizer gets a missing "
             f"mask and padding token appended."
+            + (
+                ""
+                if can_add
+                else " A Llama-2/Mistral tokenizer.model: --tokenizer-type Llama2Tokenizer (end "
+                "of document </s>; mask and padding appended after its pieces)."
+            )
         )
     ids = {"--mask-token": mask, "--eod-token": eod, "--pad-token": pad}
     if len(set(ids.values())) != 3:
@@ -669,11 +717,14 @@ class DLMTokenizer:
             mask_token=options.mask_token,
             eod_token=options.eod_token,
             pad_token=options.pad_token,
-            named=hf_special_tokens(self.files),
-            can_add=library != "sentencepiece",
+            named=own_special_tokens(self.files),
+            can_add=library != "sentencepiece" or appends_to_sentencepiece(self.tokenizer_type),
         )
         check_vocab_size_option(self.vocab_size, options, self.files)
-        self._marker_ids = marker_byte_ids(self._index.get) if library == "sentencepiece" else None
+        # Llama2Tokenizer encodes exactly as its model (and Megatron-LM) does: a literal "▁" is
+        # a space there, as in the model's own Hugging Face tokenizer.
+        keeps_marker = self.tokenizer_type == "SentencePieceTokenizer"
+        self._marker_ids = marker_byte_ids(self._index.get) if keeps_marker else None
 
     def _load_megatron(self, library: str) -> None:
         from megatron.core.tokenizers import MegatronTokenizer
@@ -722,11 +773,12 @@ class DLMTokenizer:
         """Append ``token`` to the vocabulary as a special token; return its id.
 
         Raises:
-            TokenizerError: a sentencepiece model (its vocabulary is fixed at training time).
+            TokenizerError: a ``SentencePieceTokenizer`` model (its vocabulary is fixed at
+                training time; ``Llama2Tokenizer`` appends ids past it).
         """
         library = self.files.library
         expected = len(self._pieces)
-        if library == "sentencepiece":
+        if library == "sentencepiece" and not appends_to_sentencepiece(self.tokenizer_type):
             raise TokenizerError(
                 f"{self.files.model_file}: cannot add {token!r} to a sentencepiece model; "
                 f"train it with the token (tools/train_tokenizer.py reserves <|mask|>, "
@@ -844,6 +896,8 @@ class DLMTokenizer:
             return self._tok.decode(list(ids), skip_special_tokens=True)
         if self.files.library == "null":
             return " ".join(str(i) for i in ids if i < self.original_vocab_size - 1)
+        if self.files.library == "sentencepiece" and self.added_tokens:  # not in the model
+            ids = [i for i in ids if i < self.original_vocab_size]
         return self.megatron_tokenizer.detokenize(list(ids))
 
     @property

@@ -333,10 +333,14 @@ def write_export(
                 "(tokenizer.json or sentencepiece .model) or --skip-tokenizer"
             )
         recorded_hf = record.type in ("HuggingFaceTokenizer", "GPT2BPETokenizer")
+        llama2 = record.type == "Llama2Tokenizer"
         with tempfile.TemporaryDirectory(dir=directory) as scratch:
-            if recorded_hf and not (tokenizer_model and not _is_hf_path(tokenizer_model)):
+            if llama2 or (
+                recorded_hf and not (tokenizer_model and not _is_hf_path(tokenizer_model))
+            ):
                 # The run's tokenizer, with the tokens it appended and its roles named (GPT-2's
-                # files become a tokenizer.json).
+                # files become a tokenizer.json, a Llama-2 sentencepiece model is converted).
+                recorded_hf = True
                 from megatron_dlm.data.hf_tokenizer import write_recorded_tokenizer
                 from megatron_dlm.data.tokenizer import TokenizerError
 

@@ -36,6 +36,8 @@ class DryRunReport:
     num_microbatches: int
     projected_hours: float | None
     peak_tflops: float | None
+    vocab: int = 0
+    vocab_source: str = ""
 
 
 def _per_device_params(cfg: DLMConfig, padded_vocab: int) -> int:
@@ -88,18 +90,53 @@ def _activation_bytes(cfg: DLMConfig, micro_batch: int, num_microbatches: int) -
     return per_layer * layers_per_stage * in_flight * bytes_per_value
 
 
+def _tokenizer_files_present(data_cfg) -> bool:
+    """Whether the files of the run's tokenizer exist on this machine (NullTokenizer has none)."""
+    if data_cfg.tokenizer_type == "NullTokenizer":
+        return True
+    if data_cfg.tokenizer_type == "GPT2BPETokenizer":
+        files = (data_cfg.vocab_file, data_cfg.merge_file)
+    else:
+        files = (data_cfg.tokenizer_model,)
+    return all(f and os.path.exists(f) for f in files)
+
+
+def dry_run_vocabulary(cfg: DLMConfig) -> tuple[int, str]:
+    """The vocabulary (before padding) the run would have, and where the number comes from.
+
+    The tokenizer itself when it can be built here: its ids plus the mask and padding tokens it
+    would append (NullTokenizer always: ``--vocab-size N`` gives ``N`` ids, its end of document,
+    then the appended mask and padding). A launch script sized before its tokenizer files exist
+    on this machine (paths of the cluster it targets) is sized from ``--vocab-size`` (the most
+    ids the tokenizer may have, appended tokens included), else ``--dry-run-vocab-size``.
+    """
+    data = cfg.data
+    if _tokenizer_files_present(data):
+        from megatron_dlm.data.tokenizer import build_tokenizer
+
+        tokenizer = build_tokenizer(data)
+        appended = (
+            f", {', '.join(tokenizer.added_tokens)} appended" if tokenizer.added_tokens else ""
+        )
+        return (
+            tokenizer.vocab_size,
+            f"{data.tokenizer_type}: {tokenizer.vocab_size:,} ids{appended}",
+        )
+    if data.vocab_size is not None:
+        return (
+            data.vocab_size,
+            f"from --vocab-size {data.vocab_size}: no tokenizer files here",
+        )
+    size = cfg.training.dry_run_vocab_size
+    return size, f"from --dry-run-vocab-size {size}: no tokenizer files here"
+
+
 def dry_run(cfg: DLMConfig, world_size: int | None = None) -> DryRunReport:
     """Size the job described by ``cfg`` on ``world_size`` devices (validates the layout)."""
     world = world_size or cfg.training.dry_run_world_size or int(os.environ.get("WORLD_SIZE", 1))
     dp = cfg.parallel.data_parallel_size(world)
     layout = resolve_batch_layout(cfg, dp)
-    vocab = cfg.training.dry_run_vocab_size
-    # A launch script sized before its tokenizer files exist (paths of the cluster it targets)
-    # assumes --dry-run-vocab-size.
-    if cfg.data.tokenizer_model and os.path.exists(cfg.data.tokenizer_model):
-        from megatron_dlm.data.tokenizer import build_tokenizer
-
-        vocab = build_tokenizer(cfg.data).vocab_size
+    vocab, vocab_source = dry_run_vocabulary(cfg)
     tp = cfg.parallel.tensor_model_parallel_size
     padded = padded_vocab_size(vocab, cfg.model.make_vocab_size_divisible_by, tp)
     counts = parameter_counts(cfg, padded)
@@ -140,6 +177,8 @@ def dry_run(cfg: DLMConfig, world_size: int | None = None) -> DryRunReport:
         num_microbatches=layout.num_microbatches,
         projected_hours=hours,
         peak_tflops=peak,
+        vocab=vocab,
+        vocab_source=vocab_source,
     )
 
 
@@ -154,7 +193,7 @@ def format_report(cfg: DLMConfig, report: DryRunReport) -> str:
         f"DP {report.data_parallel_size}; EP {p.expert_model_parallel_size}, "
         f"ETP {p.expert_tensor_parallel_size}"
         + (", sequence parallel" if p.sequence_parallel else ""),
-        f"  vocabulary       : {report.padded_vocab:,} (padded)",
+        f"  vocabulary       : {report.padded_vocab:,} (padded; {report.vocab_source})",
         f"  parameters       : {report.total_params / 1e9:.3f} B total, "
         f"{report.active_params / 1e9:.3f} B active per token, "
         f"{report.params_per_device / 1e9:.3f} B on the most loaded device",

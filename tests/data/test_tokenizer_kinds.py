@@ -1,5 +1,6 @@
-"""Megatron-LM users' tokenizers: a GPT-NeoX-style and a Qwen-style local Hugging Face folder, and
-GPT-2 BPE vocab/merge files (tests/data/tokenizer_kinds.py builds tiny ones, no hub).
+"""Megatron-LM users' tokenizers: a GPT-NeoX-style and a Qwen-style local Hugging Face folder,
+GPT-2 BPE vocab/merge files and a Llama-2 sentencepiece model (tests/data/tokenizer_kinds.py
+builds tiny ones, no hub).
 
 The default suite checks, per kind, that preprocessing and training get the same ids, that the
 appended mask/padding tokens and the roles are recorded and reproduced, and that the exported
@@ -49,6 +50,7 @@ EXPECTED = {
     "neox": ("<|endoftext|>", ("<|mask|>", "<|pad|>")),
     "qwen": ("<|endoftext|>", ("<|mask|>", "<|pad|>")),
     "gpt2": ("<|endoftext|>", ("<|mask|>", "<|pad|>")),
+    "llama2": ("</s>", ("<|mask|>", "<|pad|>")),
 }
 
 
@@ -237,6 +239,9 @@ BAD_FLAGS = [
                  id="null-without-vocab-size", marks=pytest.mark.slow),
     pytest.param("neox", ["--vocab-size", "10"], r"--vocab-size 10: the tokenizer",
                  id="vocab-size-too-small", marks=pytest.mark.slow),
+    pytest.param("llama2", ["--tokenizer-type", "SentencePieceTokenizer"],
+                 r"lacks the special token\(s\) <\|mask\|>, <\|eod\|>.*--tokenizer-type "
+                 r"Llama2Tokenizer", id="llama2-model-as-sentencepiece"),
 ]  # fmt: skip
 
 

@@ -1,11 +1,14 @@
 """Tiny local tokenizers shaped like the ones Megatron-LM users bring (no hub): a GPT-NeoX-style
-and a Qwen-style Hugging Face folder, and GPT-2 BPE vocab/merge files.
+and a Qwen-style Hugging Face folder, GPT-2 BPE vocab/merge files, and a Llama-2-style
+sentencepiece ``tokenizer.model`` (Megatron-LM's ``Llama2Tokenizer``).
 
 Each is a byte-level BPE trained with ``tokenizers`` on a bit of the standard library, laid out
 as its family is: GPT-NeoX puts ``<|endoftext|>`` and ``<|padding|>`` at ids 0 and 1 and names
 ``<|endoftext|>`` as bos/eos/unk (no mask, no pad); Qwen2 appends ``<|endoftext|>``,
 ``<|im_start|>``, ``<|im_end|>`` after the BPE vocabulary and names ``<|endoftext|>`` as both eos
-and pad; GPT-2's ``vocab.json`` ends with ``<|endoftext|>`` (id 50256 in the real one).
+and pad; GPT-2's ``vocab.json`` ends with ``<|endoftext|>`` (id 50256 in the real one). The
+Llama-2 model is trained with sentencepiece as Meta's was (BPE, byte fallback, split digits, a
+dummy prefix, identity normalisation; ``<unk>``, ``<s>``, ``</s>`` at 0, 1, 2; no pad, no mask).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 from megatron_dlm.data.corpus import find_source_files, stdlib_dir
 
 ENDOFTEXT = "<|endoftext|>"
-KINDS = ("neox", "qwen", "gpt2")
+KINDS = ("neox", "qwen", "gpt2", "llama2")
 
 
 def corpus(limit: int = 40) -> list[str]:
@@ -112,6 +115,21 @@ def write_gpt2(root: Path, texts: list[str]) -> tuple[Path, Path]:
     return root / "vocab.json", root / "merges.txt"
 
 
+def write_llama2(root: Path, texts: list[str]) -> Path:
+    """A Llama-2-style sentencepiece ``tokenizer.model``."""
+    import sentencepiece
+
+    root.mkdir(parents=True, exist_ok=True)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_prefix=str(root / "tokenizer"), vocab_size=600,
+        model_type="bpe", byte_fallback=True, split_digits=True, unk_id=0, bos_id=1, eos_id=2,
+        pad_id=-1, add_dummy_prefix=True, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", allow_whitespace_only_pieces=True,
+        character_coverage=0.99995, minloglevel=2, num_threads=1,
+    )  # fmt: skip
+    return root / "tokenizer.model"
+
+
 def tokenizer_flags(kind: str, root: Path, texts: list[str]) -> list[str]:
     """Write the tokenizer of ``kind`` under ``root``; the flags that select it."""
     if kind == "neox":
@@ -120,6 +138,9 @@ def tokenizer_flags(kind: str, root: Path, texts: list[str]) -> list[str]:
     if kind == "qwen":
         return ["--tokenizer-type", "HuggingFaceTokenizer",
                 "--tokenizer-model", str(write_qwen(root / "qwen", texts))]  # fmt: skip
+    if kind == "llama2":
+        return ["--tokenizer-type", "Llama2Tokenizer",
+                "--tokenizer-model", str(write_llama2(root / "llama2", texts))]  # fmt: skip
     vocab, merges = write_gpt2(root / "gpt2", texts)
     return ["--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", str(vocab),
             "--merge-file", str(merges)]  # fmt: skip
