@@ -79,8 +79,9 @@ class DataConfig:
     mmap_bin_files: bool = True
     """Memory-map the ``.bin`` files (--no-mmap-bin-files reads them into memory)."""
     mock_data: bool = False
-    """Megatron-LM's synthetic data. Not implemented: accepted so that --dry-run (which reads no
-    data) sizes a Megatron-LM script; training refuses it (give --data-path)."""
+    """Megatron-LM's synthetic data: random ids of the tokenizer, written once as an indexed
+    dataset (under --data-cache-path, else the run directory's ``mock_data/``) and trained on as
+    --data-path (megatron_dlm/data/mock.py); for smoke and throughput runs."""
     eod_mask_loss: bool = False
     """Exclude end-of-document tokens from the loss."""
 

@@ -85,7 +85,8 @@ def check_eval_tasks_layout(cfg: DLMConfig) -> None:
 
 
 def refuse_dry_run_only_flags(cfg: DLMConfig) -> None:
-    """Megatron-LM options that --dry-run accepts but training does not implement."""
+    """Megatron-LM options that --dry-run accepts but training does not implement, and
+    --mock-data given with real data."""
     if cfg.training.rampup_batch_size is not None:
         raise ConfigError(
             "--rampup-batch-size: batch-size ramp-up is not implemented (only --dry-run accepts "
@@ -97,11 +98,23 @@ def refuse_dry_run_only_flags(cfg: DLMConfig) -> None:
             "--dry-run accepts it); the distributed optimizer shards over all data-parallel "
             "ranks (leave it at 1)"
         )
-    if cfg.data.mock_data:
+    data = cfg.data
+    if data.mock_data and (data.data_path or data.train_data_path or data.valid_data_path):
         raise ConfigError(
-            "--mock-data: synthetic data is not implemented (only --dry-run accepts it); give "
-            "--data-path (tools/preprocess_data.py writes it)"
+            "--mock-data replaces the data: give it or --data-path/--train-data-path, not both"
         )
+
+
+def use_mock_data(cfg: DLMConfig, tokenizer) -> None:
+    """--mock-data: write the synthetic dataset (megatron_dlm/data/mock.py) under
+    --data-cache-path, else the run directory's ``mock_data/``, and train on it as --data-path."""
+    from megatron_dlm.data.mock import write_mock_dataset
+
+    directory = cfg.data.data_cache_path or run_directory(cfg) / "mock_data"
+    prefix = write_mock_dataset(
+        directory, tokenizer, seq_length=cfg.model.seq_length, seed=cfg.training.seed
+    )
+    cfg.data.data_path = [prefix]
 
 
 def preflight(cfg: DLMConfig, world_size: int | None = None) -> CheckedRun:
@@ -132,6 +145,8 @@ def preflight(cfg: DLMConfig, world_size: int | None = None) -> CheckedRun:
     if ckpt.load and ckpt.load != ckpt.save and not Path(ckpt.load).exists():
         raise FileNotFoundError(f"--load {ckpt.load}: no checkpoint there (no such directory)")
     tokenizer = build_tokenizer(cfg.data)
+    if cfg.data.mock_data and not cfg.data.data_path:
+        use_mock_data(cfg, tokenizer)
     datasets = check_datasets(
         cfg.data,
         seq_length=cfg.model.seq_length,

@@ -304,11 +304,11 @@ def test_a_renamed_megatron_core_field_fails_loudly():
 def test_dry_run_only_options_are_refused_for_training(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "pretrain_dlm.py"), *SIZE, "--train-iters", "1",
-         "--save", str(tmp_path / "run"), "--mock-data"],
+         "--save", str(tmp_path / "run"), "--rampup-batch-size", "16", "16", "1000"],
         capture_output=True, text=True, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "--mock-data: synthetic data is not implemented" in proc.stderr
+    assert "--rampup-batch-size: batch-size ramp-up is not implemented" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
     from megatron_dlm.training.preflight import refuse_dry_run_only_flags
 
