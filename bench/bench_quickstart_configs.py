@@ -14,15 +14,16 @@ steps that spends the same FLOPs.
 The held-out bound is measured after training on the whole stdlib valid split, the same text
 for every candidate: each document, tokenised by the candidate's tokenizer, is cut into windows
 of the candidate's sequence length and every window's negative ELBO is estimated with
-``--mc-num`` stratified mask counts (megatron_dlm.eval.likelihood.dlm_loglikelihoods). The
+``--mc-num`` stratified mask counts (megatron_dlm.inference.likelihood.dlm_loglikelihoods). The
 bound is reported in nats per token of that candidate's tokenizer and in bits per UTF-8 byte
 (total nats / ln 2 / valid bytes), which is comparable across vocabularies. The "± SE" of
 bits/byte is over documents; the ratio's is paired (the per-document difference from today's
 candidate), so text that is hard for every model does not count as noise.
 
-Each finished candidate is kept in OUTPUT/results/NAME.json and not rerun (an unfinished one is
-run again from the start); the table is printed from all of them. One training process runs at
-a time.
+Each finished candidate is kept in OUTPUT/results/NAME.json and not rerun; a trained one whose
+held-out pass did not finish keeps its training (OUTPUT/runs/NAME/train.json); an unfinished
+training is run again from the start; the table is printed from all of them. One training
+process runs at a time.
 """
 
 from __future__ import annotations
@@ -107,11 +108,8 @@ def _budget(flags: list[str]) -> float:
     return report.flops_per_step * TODAY_ITERS
 
 
-def _train(
-    cand: Candidate, tok: Path, data: Path, ckpt: Path, budget: float, extra: list[str], env
-) -> dict:
-    from quickstart import run
-
+def _plan(cand: Candidate, tok: Path, data: Path, ckpt: Path, budget: float, extra: list[str]):
+    """The training commands of ``cand`` in ``budget`` FLOPs: (stages, steps, FLOPs, params)."""
     base = [
         "pretrain_dlm.py", "--config", RECIPE, "--tokenizer-model", f"{tok}.model",
         "--train-data-path", str(data / "stdlib_train_text_document"),
@@ -136,7 +134,20 @@ def _train(
         stages.append([*base, "--train-iters", str(iters), "--eval-interval", str(iters),
                        "--save", str(ckpt)])  # fmt: skip
         flops = iters * dlm.flops_per_step
+    return stages, iters, flops, dlm
+
+
+def _train(
+    cand: Candidate, tok: Path, data: Path, ckpt: Path, budget: float, extra: list[str], env
+) -> dict:
+    from quickstart import run
+
+    stages, iters, flops, dlm = _plan(cand, tok, data, ckpt, budget, extra)
     seconds = sum(run(f"train {cand.name}", argv, env) for argv in stages)
+    return _train_record(stages, iters, flops, dlm, ckpt, seconds)
+
+
+def _train_record(stages, iters, flops, dlm, ckpt: Path, seconds: float) -> dict:
     metrics = [json.loads(line) for line in (ckpt / "metrics.jsonl").open()]
     train = [m for m in metrics if m.get("split") == "train"]
     return {
@@ -155,13 +166,13 @@ def evaluate(ckpt: Path, valid_prefix: Path, seq_length: int, mc_num: int) -> di
     import torch
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    from megatron_dlm.eval.backends import megatron_backend
-    from megatron_dlm.eval.likelihood import LikelihoodRequest, dlm_loglikelihoods
+    from megatron_dlm.inference import load_model
+    from megatron_dlm.inference.likelihood import LikelihoodRequest, dlm_loglikelihoods
     from megatron_dlm.runtime.logging_utils import quiet_expected_warnings
 
     quiet_expected_warnings()
     torch.manual_seed(0)
-    backend = megatron_backend(ckpt)
+    backend = load_model(ckpt)
     dataset = IndexedDataset(str(valid_prefix))
     requests, owners, docs = [], [], []
     for index in range(len(dataset)):
@@ -253,9 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         cand = CANDIDATES[name]
         tok, data = data_for(cand.vocab_size)
         ckpt = out / "runs" / name / "checkpoints"
-        shutil.rmtree(ckpt.parent, ignore_errors=True)  # an unfinished run starts afresh
+        trained = out / "runs" / name / "train.json"
         record = {"name": name, "note": cand.note, "vocab_size": cand.vocab_size}
-        record.update(_train(cand, tok, data, ckpt, budget, shlex.split(args.extra), env))
+        if trained.exists():  # trained before; its held-out pass did not finish
+            record.update(json.loads(trained.read_text()))
+        else:
+            shutil.rmtree(ckpt.parent, ignore_errors=True)  # an unfinished run starts afresh
+            record.update(_train(cand, tok, data, ckpt, budget, shlex.split(args.extra), env))
+            trained.write_text(json.dumps(record))
         scratch = out / "runs" / name / "heldout.json"
         record["eval_s"] = run(f"held-out {name}", [
             "bench/bench_quickstart_configs.py", "--evaluate", str(ckpt),
