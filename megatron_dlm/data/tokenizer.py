@@ -969,7 +969,22 @@ def load_recorded_tokenizer(
     if not path and record.type not in ("GPT2BPETokenizer", "NullTokenizer"):
         raise TokenizerError(f"the checkpoint records no tokenizer path: give {flag}")
     options = TokenizerOptions.from_record(record)
-    tokenizer = load_tokenizer(path, record.type or "SentencePieceTokenizer", options)
+    try:
+        tokenizer = load_tokenizer(path, record.type or "SentencePieceTokenizer", options)
+    except TokenizerError as exc:
+        if tokenizer_model is None:
+            raise
+        # The record's ids are given as --mask-token/--eod-token/--pad-token internally: say
+        # what does not match instead of naming flags the user never passed.
+        reason = str(exc)
+        for role, name in (("mask", "mask"), ("eod", "end-of-document"), ("pad", "padding")):
+            given = f"{ROLE_FLAGS[f'<|{role}|>']} {getattr(record, f'{role}_id')}"
+            reason = reason.replace(given, f"its {name} id {getattr(record, f'{role}_id')}")
+        raise TokenizerError(
+            f"{flag} {path}: this tokenizer does not match the checkpoint's ({record.vocab_size} "
+            f"ids; mask {record.mask_id}, end of document {record.eod_id}, padding "
+            f"{record.pad_id}): {reason}"
+        ) from exc
     from megatron_dlm.checkpoint.tokenizer_record import TokenizerRecord
 
     differences = TokenizerRecord.from_tokenizer(tokenizer).differences(record)

@@ -334,3 +334,19 @@ def test_null_tokenizer_reads_ids_and_appends_the_dlm_tokens():
     assert record.original_vocab_size == 51 and record.model is None
     again = load_recorded_tokenizer(record)
     assert again.pieces == tok.pieces and again.special_ids == tok.special_ids
+
+
+def test_a_smaller_tokenizer_for_a_record_names_the_mismatch_not_internal_flags(setup, tmp_path):
+    """A tokenizer given for a checkpoint (--tokenizer-model) with fewer ids than the record's
+    special ids: the error names the checkpoint's ids, not --mask-token flags nobody passed."""
+    from megatron_dlm.checkpoint.tokenizer_record import TokenizerRecord
+
+    path, tokenizer_type, options = kinds.split_flags(setup.flags["llama2"])
+    record = TokenizerRecord.from_tokenizer(load_tokenizer(path, tokenizer_type, options))
+    smaller = kinds.write_llama2(tmp_path / "small", setup.texts[:10], vocab_size=400)
+    record = dataclasses.replace(record, type="SentencePieceTokenizer", added_tokens=())
+    with pytest.raises(TokenizerError) as caught:
+        load_recorded_tokenizer(record, smaller)
+    message = str(caught.value)
+    assert message.startswith(f"--tokenizer-model {smaller}: this tokenizer does not match")
+    assert f"its mask id {record.mask_id}: no such id" in message and "--mask-token" not in message

@@ -115,13 +115,13 @@ def write_gpt2(root: Path, texts: list[str]) -> tuple[Path, Path]:
     return root / "vocab.json", root / "merges.txt"
 
 
-def write_llama2(root: Path, texts: list[str]) -> Path:
+def write_llama2(root: Path, texts: list[str], vocab_size: int = 600) -> Path:
     """A Llama-2-style sentencepiece ``tokenizer.model``."""
     import sentencepiece
 
     root.mkdir(parents=True, exist_ok=True)
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_prefix=str(root / "tokenizer"), vocab_size=600,
+        sentence_iterator=iter(texts), model_prefix=str(root / "tokenizer"), vocab_size=vocab_size,
         model_type="bpe", byte_fallback=True, split_digits=True, unk_id=0, bos_id=1, eos_id=2,
         pad_id=-1, add_dummy_prefix=True, remove_extra_whitespaces=False,
         normalization_rule_name="identity", allow_whitespace_only_pieces=True,
