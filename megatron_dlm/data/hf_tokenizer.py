@@ -306,10 +306,19 @@ def write_recorded_tokenizer(
     """
     from megatron_dlm.checkpoint.tokenizer_record import TokenizerRecord
     from megatron_dlm.data.encoder import TextEncoder
-    from megatron_dlm.data.tokenizer import TokenizerError, TokenizerOptions
+    from megatron_dlm.data.tokenizer import (
+        TokenizerError,
+        TokenizerOptions,
+        record_mismatch_error,
+    )
 
     path = tokenizer_model or (None if record.type == "GPT2BPETokenizer" else record.model)
-    encoder = TextEncoder(path, record.type, TokenizerOptions.from_record(record))
+    try:
+        encoder = TextEncoder(path, record.type, TokenizerOptions.from_record(record))
+    except TokenizerError as exc:
+        if tokenizer_model is None:
+            raise
+        raise record_mismatch_error(exc, record, "--tokenizer-model", path) from exc
     differences = TokenizerRecord.from_tokenizer(encoder).differences(record)
     if differences:
         raise TokenizerError(

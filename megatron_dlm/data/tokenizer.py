@@ -953,6 +953,26 @@ def build_tokenizer(data_cfg: DataConfig) -> DLMTokenizer:
     )
 
 
+def record_mismatch_error(
+    exc: TokenizerError, record: Any, flag: str, path: str | os.PathLike | None
+) -> TokenizerError:
+    """The error for a tokenizer, given for a checkpoint or dataset, that cannot hold the
+    record's special ids. The record's ids reach the tokenizer as --mask-token/--eod-token/
+    --pad-token internally: the message names the checkpoint's ids instead of flags the user
+    never passed."""
+    reason = str(exc)
+    for role, name in (("mask", "mask"), ("eod", "end-of-document"), ("pad", "padding")):
+        token_id = getattr(record, f"{role}_id")
+        reason = reason.replace(
+            f"{ROLE_FLAGS[f'<|{role}|>']} {token_id}", f"its {name} id {token_id}"
+        )
+    return TokenizerError(
+        f"{flag} {path}: this tokenizer does not match the checkpoint's ({record.vocab_size} ids; "
+        f"mask {record.mask_id}, end of document {record.eod_id}, padding {record.pad_id}): "
+        f"{reason}"
+    )
+
+
 def load_recorded_tokenizer(
     record: Any,
     tokenizer_model: str | os.PathLike | None = None,
@@ -974,17 +994,7 @@ def load_recorded_tokenizer(
     except TokenizerError as exc:
         if tokenizer_model is None:
             raise
-        # The record's ids are given as --mask-token/--eod-token/--pad-token internally: say
-        # what does not match instead of naming flags the user never passed.
-        reason = str(exc)
-        for role, name in (("mask", "mask"), ("eod", "end-of-document"), ("pad", "padding")):
-            given = f"{ROLE_FLAGS[f'<|{role}|>']} {getattr(record, f'{role}_id')}"
-            reason = reason.replace(given, f"its {name} id {getattr(record, f'{role}_id')}")
-        raise TokenizerError(
-            f"{flag} {path}: this tokenizer does not match the checkpoint's ({record.vocab_size} "
-            f"ids; mask {record.mask_id}, end of document {record.eod_id}, padding "
-            f"{record.pad_id}): {reason}"
-        ) from exc
+        raise record_mismatch_error(exc, record, flag, path) from exc
     from megatron_dlm.checkpoint.tokenizer_record import TokenizerRecord
 
     differences = TokenizerRecord.from_tokenizer(tokenizer).differences(record)

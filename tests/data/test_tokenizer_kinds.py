@@ -347,6 +347,12 @@ def test_a_smaller_tokenizer_for_a_record_names_the_mismatch_not_internal_flags(
     record = dataclasses.replace(record, type="SentencePieceTokenizer", added_tokens=())
     with pytest.raises(TokenizerError) as caught:
         load_recorded_tokenizer(record, smaller)
-    message = str(caught.value)
-    assert message.startswith(f"--tokenizer-model {smaller}: this tokenizer does not match")
-    assert f"its mask id {record.mask_id}: no such id" in message and "--mask-token" not in message
+    from megatron_dlm.data.hf_tokenizer import write_recorded_tokenizer
+
+    with pytest.raises(TokenizerError) as exported:  # the export's path (tools/convert_to_hf.py)
+        write_recorded_tokenizer(record, tmp_path / "hf", smaller)
+    for message in (str(caught.value), str(exported.value)):
+        assert message.startswith(f"--tokenizer-model {smaller}: this tokenizer does not match")
+        assert f"its mask id {record.mask_id}: no such id" in message
+        assert "--mask-token" not in message
+    assert not (tmp_path / "hf").exists()
