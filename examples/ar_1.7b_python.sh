@@ -121,9 +121,10 @@ TRAINING_ARGS=(
     # optimizer's checkpoints then resume at any DP size (docs/checkpoints.md).
     --ddp-bucket-size 128000000
     --distributed-timeout-minutes 60
-    # MegaDLMs also passes --num-distributed-optimizer-instances $NNODES (optimizer state
-    # sharded within each node; only --dry-run accepts it here for now) and --rerun-mode
-    # validate_results (accepted without effect, docs/megatron-lm.md).
+    # MegaDLMs' optimizer sharding: one distributed-optimizer instance per node (the state is
+    # sharded within a node, gradients all-reduced across nodes). MegaDLMs also passes
+    # --rerun-mode validate_results (accepted without effect, docs/megatron-lm.md).
+    --num-distributed-optimizer-instances "$NNODES"
     --skip-nan-steps  # skip (and count) a NaN/Inf step; Megatron-LM's default stops the run
 )
 # With FP8: Megatron-LM's Llama-3 8B FP8 recipe's amax settings (its defaults are 1/most_recent).

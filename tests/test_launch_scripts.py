@@ -112,7 +112,7 @@ def test_dry_run_reports_the_layout_for_another_size(stand_ins):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_torchrun_launch_is_the_dry_run_plus_paths(stand_ins, script):
-    dry = _dry_run_argv(stand_ins, script)
+    dry = _dry_run_argv(stand_ins, script, NNODES="2")  # the launch's node count
     proc, calls = stand_ins(
         EXAMPLES / script, *PATHS, "/data/valid_text_document", "--log-interval", "7",
         NNODES="2", NODE_RANK="1", MASTER_ADDR="node-a", MASTER_PORT="1234",
@@ -134,10 +134,11 @@ def test_torchrun_launch_is_the_dry_run_plus_paths(stand_ins, script):
         "--valid-data-path", "/data/valid_text_document",
         "--save", "/ckpt/run", "--load", "/ckpt/run",
     ]  # fmt: skip
-    dry_only = ["--dry-run", "--dry-run-world-size", dry[dry.index("--dry-run") + 2],
-                "--dry-run-vocab-size", "50289"]  # fmt: skip
+    at = dry.index("--dry-run")  # the dry run's own flags, removed by position
+    assert dry[at : at + 5] == ["--dry-run", "--dry-run-world-size", "16",
+                                "--dry-run-vocab-size", "50289"]  # fmt: skip
     assert launched[-2:] == ["--log-interval", "7"]
-    expected = [a for a in dry if a not in dry_only]
+    expected = dry[:at] + dry[at + 5 :]
     got = list(launched[:-2])
     for i in range(0, len(paths), 2):  # remove each path flag with its value
         at = got.index(paths[i])

@@ -42,7 +42,7 @@ def test_dry_run_cli_reports_and_rejects_bad_world_sizes():
     assert "epochs           : 150.0" in ok.stdout and "projected time" in ok.stdout
     bad = subprocess.run(
         [sys.executable, str(script), "--config", str(recipe), "--dry-run",
-         "--dry-run-world-size", "100"],
+         "--dry-run-world-size", "96"],  # 8 optimizer instances of 12; 256 / 96 is no batch
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "--global-batch-size (256)" in bad.stderr

@@ -31,9 +31,11 @@ class ParallelConfig:
     """Shard norms, dropout and residuals along the sequence across the TP group (turned off,
     with a warning, at --tensor-model-parallel-size 1, as in Megatron-LM)."""
     num_distributed_optimizer_instances: int = 1
-    """Megatron-LM's partial distributed optimizer (state sharded within this many groups of
-    data-parallel ranks). Accepted so that --dry-run sizes Megatron-LM/MegaDLMs scripts;
-    training refuses values above 1 (not supported yet)."""
+    """Megatron-LM's partial distributed optimizer: the data-parallel ranks form this many
+    instances, each holding a whole copy of the optimizer state sharded over its own ranks;
+    gradients are reduce-scattered within an instance and all-reduced across instances
+    (megatron-core's DDP and process groups; needs --use-distributed-optimizer). MegaDLMs' 1.7B
+    launcher uses 8 (one instance per node)."""
     distributed_backend: Literal["auto", "nccl", "gloo"] = "auto"
     """torch.distributed backend: 'auto' is NCCL with CUDA and gloo without."""
     distributed_timeout_minutes: int = 10
@@ -108,5 +110,12 @@ class ParallelConfig:
                 f"the data-parallel size ({dp}) x --context-parallel-size "
                 f"({self.context_parallel_size}) is not divisible by "
                 f"--num-distributed-optimizer-instances ({instances})"
+            )
+        expert_dp = world_size // pp // expert_mp
+        if self.expert_model_parallel_size > 1 and expert_dp % instances:
+            raise ConfigError(
+                f"the expert data-parallel size ({expert_dp} = world {world_size} / PP {pp} / "
+                f"EP x ETP {expert_mp}) is not divisible by --num-distributed-optimizer-instances "
+                f"({instances})"
             )
         return dp

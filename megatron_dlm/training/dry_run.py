@@ -145,8 +145,8 @@ def dry_run(cfg: DLMConfig, world_size: int | None = None) -> DryRunReport:
     optimizer_bytes = 12 if param_bytes == 2 else 8  # fp32 main copy + two Adam moments
     if cfg.optimizer.optimizer == "sgd":
         optimizer_bytes -= 4
-    if cfg.optimizer.use_distributed_optimizer:
-        optimizer_bytes /= dp
+    if cfg.optimizer.use_distributed_optimizer:  # sharded within one optimizer instance
+        optimizer_bytes /= max(1, dp // cfg.parallel.num_distributed_optimizer_instances)
     memory = {
         "weights": per_device * param_bytes / 2**30,
         "gradients": per_device * 4 / 2**30,

@@ -92,12 +92,6 @@ def refuse_dry_run_only_flags(cfg: DLMConfig) -> None:
             "--rampup-batch-size: batch-size ramp-up is not implemented (only --dry-run accepts "
             "it, sizing the run at --global-batch-size); train at a fixed --global-batch-size"
         )
-    if cfg.parallel.num_distributed_optimizer_instances > 1:
-        raise ConfigError(
-            "--num-distributed-optimizer-instances > 1: not supported for training yet (only "
-            "--dry-run accepts it); the distributed optimizer shards over all data-parallel "
-            "ranks (leave it at 1)"
-        )
     data = cfg.data
     if data.mock_data and (data.data_path or data.train_data_path or data.valid_data_path):
         raise ConfigError(

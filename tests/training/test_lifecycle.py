@@ -125,6 +125,24 @@ def test_resume_at_another_data_parallel_size(tiny_data, tmp_path):
     assert fresh[4]["loss"] == pytest.approx(straight[4]["loss"], rel=1e-5)  # the same weights
 
 
+def test_distributed_optimizer_instances_train_as_one_and_resume_as_one(tiny_data, tmp_path):
+    """--num-distributed-optimizer-instances 2 (MegaDLMs' 1.7B launcher: 8, one per node) on 2
+    ranks with overlapped gathers: each instance holds the whole optimizer state, gradients are
+    reduce-scattered within an instance and all-reduced across them. Every loss and gradient
+    norm is that of one instance, also after its checkpoint is resumed with one instance."""
+    common = ("--train-iters", "6", "--eval-interval", "1000", *OVERLAP)
+    one = _split(_fit(tiny_data, 2, tmp_path / "one", *common))
+    run = tmp_path / "run"
+    two = ("--num-distributed-optimizer-instances", "2")
+    first = _split(_fit(tiny_data, 2, run, *common, *two, "--exit-interval", "3"))
+    assert [r["iteration"] for r in first] == [1, 2, 3]
+    resumed = _split(_fit(tiny_data, 2, run, *common))
+    assert [r["iteration"] for r in resumed] == list(range(1, 7))
+    for ref, got in zip(one, resumed):
+        assert got["loss"] == pytest.approx(ref["loss"], rel=1e-6), got["iteration"]
+        assert got["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-6), got["iteration"]
+
+
 @pytest.mark.parametrize(
     "layout",
     [["--tensor-model-parallel-size", "2"], ["--pipeline-model-parallel-size", "2"]],
