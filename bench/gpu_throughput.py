@@ -68,6 +68,8 @@ def variant_config(variant: str, shape: Shape, world: int, impl: str):
         "--transformer-impl", impl,
         "--dry-run-world-size", str(world),
         "--eval-interval", "1000000",
+        # One node: one distributed-optimizer instance (the recipe has one per node of its job).
+        "--num-distributed-optimizer-instances", "1",
     ]  # fmt: skip
     if precision == "fp8":
         argv += ["--fp8-format", "hybrid", "--fp8-recipe", "delayed"]
