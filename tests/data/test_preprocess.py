@@ -219,6 +219,9 @@ def test_interrupt_leaves_no_partial_output_and_the_old_dataset(w1, tmp_path, sp
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a suite started in the background of a non-interactive shell
+        # inherits SIGINT ignored, and Python then leaves Ctrl-C ignored in its children.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
