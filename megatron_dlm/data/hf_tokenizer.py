@@ -117,12 +117,9 @@ def _dummy_prefix(model_file: str | os.PathLike) -> bool:
         ValueError: a dummy-prefix model whose normaliser also rewrites or squeezes text, which
             has no exact ``tokenizers`` equivalent here.
     """
-    try:
-        from sentencepiece import sentencepiece_model_pb2
-    except ImportError:  # protobuf missing: tools/train_tokenizer.py's models
+    proto = _model_proto(model_file)
+    if proto is None:  # protobuf missing: tools/train_tokenizer.py's models
         return False
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(Path(model_file).read_bytes())
     spec = proto.normalizer_spec
     if not spec.add_dummy_prefix:
         return False
@@ -370,9 +367,17 @@ def _write_converted_sentencepiece(encoder, path: Path) -> None:
     tokenizer.save(os.fspath(path))
 
 
-def _is_unigram(model_file: str | os.PathLike) -> bool:
-    from sentencepiece import sentencepiece_model_pb2
-
+def _model_proto(model_file: str | os.PathLike):
+    """The sentencepiece ``ModelProto`` of ``model_file``; None without protobuf."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError:
+        return None
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(Path(model_file).read_bytes())
-    return proto.trainer_spec.model_type == sentencepiece_model_pb2.TrainerSpec.ModelType.UNIGRAM
+    return proto
+
+
+def _is_unigram(model_file: str | os.PathLike) -> bool:
+    proto = _model_proto(model_file)
+    return proto is not None and proto.trainer_spec.model_type == proto.trainer_spec.UNIGRAM

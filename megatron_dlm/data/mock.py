@@ -24,8 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from megatron_dlm.data.indexed import indexed_dataset_module, optimal_token_dtype
-from megatron_dlm.data.metadata import DatasetMetadata, tokenizer_fingerprint
-from megatron_dlm.data.metadata import write_dataset_metadata as _write_metadata
+from megatron_dlm.data.metadata import (
+    DatasetMetadata,
+    tokenizer_fingerprint,
+    write_dataset_metadata,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ def write_mock_dataset(
             tokenizer=tokenizer_fingerprint(tokenizer),
             source={"mock_data": True, "seed": seed, "seq_length": seq_length},
         )
-        _write_metadata(temp + ".meta.json", metadata)
+        write_dataset_metadata(temp + ".meta.json", metadata)
         for suffix in (".bin", ".idx", ".meta.json"):  # the sidecar last: it marks completion
             os.replace(temp + suffix, f"{prefix}{suffix}")
     finally:
