@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make quickstart   the CPU pipeline end to end (see README)
-#   make test         the test suite (CPU, gloo; ~5 minutes on 2 cores)
+#   make test         the test suite (CPU, gloo; ~15-20 minutes on 2 cores)
 # On a GPU machine (docs/cluster.md):
 #   make test-gpu     tests/gpu: Transformer Engine, FP8, grouped-GEMM MoE, NCCL layouts
 #   make gpu-check    tests/gpu + the throughput bench, < 8 min, results in gpu_check_results/
