@@ -22,8 +22,8 @@ from megatron_dlm.data.tokenizer import (
     TokenizerError,
     TokenizerFiles,
     TokenizerOptions,
-    appends_to_sentencepiece,
     assign_special_ids,
+    can_append_tokens,
     check_vocab_size_option,
     encode_keeping_marker,
     gpt2_bpe_tokenizer,
@@ -86,8 +86,7 @@ class TextEncoder:
             eod_token=options.eod_token,
             pad_token=options.pad_token,
             named=own_special_tokens(self.files),
-            can_add=self.files.library != "sentencepiece"
-            or appends_to_sentencepiece(self.files.tokenizer_type),
+            can_add=can_append_tokens(self.files),
         )
         check_vocab_size_option(self.vocab_size, options, self.files)
 
@@ -143,7 +142,7 @@ class TextEncoder:
                 self._null.append(token)
                 self.vocab_size = len(self._null)
                 return self.vocab_size - 1
-            if appends_to_sentencepiece(self.files.tokenizer_type):
+            if can_append_tokens(self.files):
                 self._appended.append(token)
                 self.vocab_size += 1
                 return self.vocab_size - 1

@@ -70,20 +70,21 @@ megatron-core's: ids ``0..N-1`` written as whitespace-separated integers, end of
 ``Llama2Tokenizer`` is Megatron-LM's for a Llama-2/Mistral/Mixtral sentencepiece
 ``tokenizer.model``: its end of document is the model's ``eos`` (``</s>``), and the mask and
 padding tokens, which such a model lacks, are appended after its pieces (ids ``N``, ``N+1``; see
-:func:`appends_to_sentencepiece`).
+:func:`can_append_tokens`).
 Documents are encoded without the ``<s>`` that Megatron-LM's ``Llama2Tokenizer.tokenize`` puts
 in front (a Megatron-LM dataset that has it trains unchanged: the ids are the same).
 """
 
 
-def appends_to_sentencepiece(tokenizer_type: str) -> bool:
-    """Whether special tokens a sentencepiece model lacks are appended after its pieces.
+def can_append_tokens(files: TokenizerFiles) -> bool:
+    """Whether special tokens the vocabulary lacks may be appended to it.
 
-    ``Llama2Tokenizer``: yes (ids past the model, which encoding never produces and decoding
-    skips). ``SentencePieceTokenizer``: no; tools/train_tokenizer.py reserves the three tokens in
-    the model, and a model without them is refused with that advice.
+    Yes for Hugging Face, GPT-2 BPE and NullTokenizer vocabularies, and for ``Llama2Tokenizer``
+    (ids past the sentencepiece model, which encoding never produces and decoding skips). Not
+    for ``SentencePieceTokenizer``: tools/train_tokenizer.py reserves the three tokens in the
+    model, and a model without them is refused with that advice.
     """
-    return tokenizer_type == "Llama2Tokenizer"
+    return files.library != "sentencepiece" or files.tokenizer_type == "Llama2Tokenizer"
 
 
 def sentencepiece_special_tokens(files: TokenizerFiles) -> dict[str, str]:
@@ -718,7 +719,7 @@ class DLMTokenizer:
             eod_token=options.eod_token,
             pad_token=options.pad_token,
             named=own_special_tokens(self.files),
-            can_add=library != "sentencepiece" or appends_to_sentencepiece(self.tokenizer_type),
+            can_add=can_append_tokens(self.files),
         )
         check_vocab_size_option(self.vocab_size, options, self.files)
         # Llama2Tokenizer encodes exactly as its model (and Megatron-LM) does: a literal "▁" is
@@ -778,7 +779,7 @@ class DLMTokenizer:
         """
         library = self.files.library
         expected = len(self._pieces)
-        if library == "sentencepiece" and not appends_to_sentencepiece(self.tokenizer_type):
+        if not can_append_tokens(self.files):
             raise TokenizerError(
                 f"{self.files.model_file}: cannot add {token!r} to a sentencepiece model; "
                 f"train it with the token (tools/train_tokenizer.py reserves <|mask|>, "
