@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--threshold-cache", default="dual", choices=["none", "prefix", "dual"])
     parser.add_argument("--mc-num", type=int, default=32)
     parser.add_argument("--batch-scaling", action="store_true")
+    parser.add_argument("--judge", help="an AR checkpoint (same tokenizer) that scores outputs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from megatron_dlm.config.sampling import SamplingConfig
@@ -94,6 +95,13 @@ def main() -> None:
             f"--prompt-tokens {length} + --gen-length {gen} exceed the model's {model.max_length} "
             "positions"
         )
+    judge = load_model(args.judge) if args.judge else None
+    if judge is not None:
+        probe = "def main(argv=None):\n    return 0\n"
+        if judge.bidirectional:
+            raise SystemExit(f"--judge {args.judge}: not an AR checkpoint")
+        if judge.tokenize(probe) != model.tokenize(probe) or judge.vocab_size < model.vocab_size:
+            raise SystemExit(f"--judge {args.judge}: its tokenizer is not --load's")
     prompts = held_out_prompts(model.tokenize, args.prompts, length)
     if len(prompts) < 2:
         raise SystemExit(f"found {len(prompts)} held-out prompts of {length} tokens")
@@ -114,6 +122,22 @@ def main() -> None:
         scored = model.score(requests, mc_num=args.mc_num, greedy=False)
         return [-value / gen for value, _ in scored]
 
+    def judge_nll(out) -> list[float]:
+        requests = [LikelihoodRequest(p, s) for p, s in zip(prompts, out.sequences)]
+        return [-value / gen for value, _ in judge.score(requests, greedy=False)]
+
+    def distinct_4grams(out) -> float:
+        shares = [len(set(zip(s, s[1:], s[2:], s[3:]))) / (len(s) - 3) for s in out.sequences]
+        return statistics.fmean(shares)
+
+    def judged(out, base_out) -> str:
+        if judge is None:
+            return ""
+        nll, base_nll = judge_nll(out), judge_nll(base_out)
+        (n, n_se), (d, d_se) = mean_se(nll), mean_se([x - y for x, y in zip(nll, base_nll)])
+        return (f" {n:7.3f} ± {n_se:.3f} {d:+7.3f} ± {d_se:.3f} "
+                f"{distinct_4grams(out):8.1%}")  # fmt: skip
+
     def agreement(a, b) -> float:
         same = sum(x == y for s, t in zip(a.sequences, b.sequences) for x, y in zip(s, t))
         return same / n_tokens
@@ -122,6 +146,8 @@ def main() -> None:
           f"block {args.block_length}, {args.threads} threads")  # fmt: skip
     header = (f"{'decoding':>16} {'passes/seq':>10} {'tokens/s':>9} {'speed-up':>8} "
               f"{'agreement':>9} {'-ELBO nats/tok':>16} {'change vs base':>16}")  # fmt: skip
+    if judge is not None:
+        header += f" {'judge NLL/tok':>15} {'judge change':>15} {'distinct4':>8}"
 
     def row(name, out, seconds, base, base_seconds, base_elbo):
         elbo = neg_elbo(out)
@@ -129,7 +155,7 @@ def main() -> None:
         print(f"{name:>16} {statistics.fmean(out.forward_passes):10.1f} "
               f"{n_tokens / seconds:9.1f} {base_seconds / seconds:7.2f}x "
               f"{agreement(out, base):9.1%} {e[0]:10.3f} ± {e[1]:.3f} "
-              f"{d:+9.3f} ± {d_se:.3f}")  # fmt: skip
+              f"{d:+9.3f} ± {d_se:.3f}{judged(out, base)}")  # fmt: skip
 
     print("\nKV caches (fixed-step decoding; base: no cache)")
     print(header)
@@ -139,6 +165,7 @@ def main() -> None:
     print(
         f"{'none':>16} {statistics.fmean(base.forward_passes):10.1f} "
         f"{n_tokens / base_seconds:9.1f} {1.0:7.2f}x {1.0:9.1%} {e[0]:10.3f} ± {e[1]:.3f}"
+        + (f" {'':>16}{judged(base, base)}" if judge is not None else "")
     )
     for cache in [c for c in args.caches if c != "none"]:
         out, seconds = run(options(cache), prompts)
@@ -160,7 +187,8 @@ def main() -> None:
             fewer = passes / statistics.fmean(out.forward_passes)
             print(f"{'thr ' + str(threshold):>16} {statistics.fmean(out.forward_passes):10.1f} "
                   f"{n_tokens / seconds:9.1f} {fewer:7.2f}x {agreement(out, fixed):9.1%} "
-                  f"{e[0]:10.3f} ± {e[1]:.3f} {d:+9.3f} ± {d_se:.3f}")  # fmt: skip
+                  f"{e[0]:10.3f} ± {e[1]:.3f} {d:+9.3f} ± {d_se:.3f}"
+                  f"{judged(out, fixed)}")  # fmt: skip
 
     if args.batch_scaling:
         print("\nbatch scaling (fixed-step, no cache):")
@@ -170,6 +198,8 @@ def main() -> None:
             print(f"  batch {size:>2}: {gen * size / seconds:8.1f} tokens/s, "
                   f"{seconds / size:6.2f} s per sequence")  # fmt: skip
     model.close()
+    if judge is not None:
+        judge.close()
 
 
 if __name__ == "__main__":
