@@ -155,7 +155,11 @@ def diffusion_generate(
                 _denoise_step(tokens[i], block_logits, lo, rows[i], opts, schedule, mask_id, eos_id)
                 rows[i].passes += passes_per_step
             continue
-        for group in _cache_groups(active, rows):
+        # Rows of different blocks cannot share a cached pass, so a row that finishes its block
+        # early (threshold decoding) waits for the others: one batched call per step instead of
+        # one per block in flight. Every row still gets exactly its own passes and tokens.
+        current = min(rows[i].block for i in active)
+        for group in _cache_groups([i for i in active if rows[i].block == current], rows):
             lo = start + rows[group[0]].block * opts.block_length
             block_logits = _cached_block_logits(
                 logits_fn, cache, group, tokens, valid, prompt_region, lo,

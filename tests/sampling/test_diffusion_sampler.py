@@ -93,6 +93,52 @@ def test_threshold_commits_every_position_above_it():
     assert out.forward_passes == [3]  # 3 at once, then one per step for the uncertain two
 
 
+class RowCachedLogits:
+    """A caching logits function: a sequence whose prompt starts with token 3 is sure of token 2
+    everywhere (p > 0.999), any other is unsure of everything (p < 0.2). Records every call's
+    block (its logits columns), whether it stored, and its cache rows."""
+
+    def __init__(self):
+        self.calls: list[tuple[int, bool, list[int]]] = []
+
+    def __call__(self, tokens, valid):
+        raise AssertionError("a cached run makes only cached passes")
+
+    def init_cache(self, batch_size, length):
+        return {}
+
+    def logits_with_cache(self, cache, rows, tokens, valid, start, *, store, logits_columns=None):
+        lo, hi = logits_columns or (start, start + tokens.shape[1])
+        self.calls.append((lo, store, rows.tolist()))
+        if store:  # a refresh: every column, so the prompt's first token is in view
+            for row, row_tokens, row_valid in zip(rows.tolist(), tokens, valid):
+                cache[row] = int(row_tokens[row_valid][0])
+        out = torch.zeros(len(rows), hi - lo, V)
+        for k, row in enumerate(rows.tolist()):
+            out[k, :, 2 if cache[row] == 3 else 4] = 10.0 if cache[row] == 3 else 1.0
+        return out
+
+
+def test_cached_threshold_decoding_keeps_the_batch_on_one_block():
+    # The sure row finishes each block in its first pass; it waits for the unsure one instead of
+    # running alone on the next block, so each step is one batched call.
+    opts = SamplingConfig(gen_length=16, block_length=8, steps=16, threshold=0.9, cache="dual")
+    prompts = [[3, 5], [6, 5]]
+    fn = RowCachedLogits()
+    out = diffusion_generate(fn, prompts, mask_id=MASK, pad_id=PAD, options=opts)
+    assert out.forward_passes == [2, 16]
+    blocks = [lo for lo, _, _ in fn.calls]
+    assert blocks == sorted(blocks) and len(fn.calls) == 16
+    assert [rows for _, store, rows in fn.calls if store] == [[0, 1], [0, 1]]
+    single = [
+        diffusion_generate(RowCachedLogits(), [p], mask_id=MASK, pad_id=PAD, options=opts)
+        for p in prompts
+    ]
+    assert out.sequences == [s.sequences[0] for s in single]
+    assert out.forward_passes == [s.forward_passes[0] for s in single]
+    assert out.sequences[0] == [2] * 16 and out.sequences[1] == [4] * 16
+
+
 def test_greedy_is_deterministic_and_sampling_respects_top_k_and_top_p():
     region = torch.randn(64, V, generator=torch.Generator().manual_seed(2))
     opts = SamplingConfig(gen_length=64, block_length=64, steps=64, temperature=0.0)
