@@ -122,9 +122,14 @@ def main() -> None:
         scored = model.score(requests, mc_num=args.mc_num, greedy=False)
         return [-value / gen for value, _ in scored]
 
+    judge_scores: dict[int, list[float]] = {}  # id(output) -> NLL per token (bases reused)
+
     def judge_nll(out) -> list[float]:
-        requests = [LikelihoodRequest(p, s) for p, s in zip(prompts, out.sequences)]
-        return [-value / gen for value, _ in judge.score(requests, greedy=False)]
+        if id(out) not in judge_scores:
+            requests = [LikelihoodRequest(p, s) for p, s in zip(prompts, out.sequences)]
+            scored = judge.score(requests, greedy=False)
+            judge_scores[id(out)] = [-value / gen for value, _ in scored]
+        return judge_scores[id(out)]
 
     def distinct_4grams(out) -> float:
         shares = [len(set(zip(s, s[1:], s[2:], s[3:]))) / (len(s) - 3) for s in out.sequences]
