@@ -210,12 +210,13 @@ def _prediction_logits(logits: torch.Tensor, vocab_size: int | None, mask_id: in
     return logits
 
 
-def _cache_groups(active: list[int], rows: list[_Row]) -> list[list[int]]:
-    """Active sequences that can share one cached forward pass: same block, and all starting
-    it (a full pass that refreshes the cache) or all inside it."""
-    groups: dict[tuple[int, bool], list[int]] = {}
-    for i in active:
-        groups.setdefault((rows[i].block, rows[i].step == 0), []).append(i)
+def _cache_groups(in_block: list[int], rows: list[_Row]) -> list[list[int]]:
+    """Sequences of one block that can share one cached forward pass: all starting it (a full
+    pass that refreshes the cache) or all inside it. Rows that start a block together stay in
+    step, so this is one group; the split guards the refresh flag taken from the first row."""
+    groups: dict[bool, list[int]] = {}
+    for i in in_block:
+        groups.setdefault(rows[i].step == 0, []).append(i)
     return list(groups.values())
 
 
